@@ -1,0 +1,203 @@
+"""Tests of the synthetic head-CT cohort (hemolab.synth), on the tiny profile."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from hemolab.errors import HemolabError, HemolabExistsError
+from hemolab.synth import BLEED_TYPES, generate_case, make_cohort, plan_cohort
+from hemolab.synth.anatomy import build_head
+from hemolab.synth.cohort import case_grid
+from hemolab.synth.raters import majority_vote
+from hemolab.synth.scanner import acquire
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * float((a & b).sum()) / float(s)
+
+
+@pytest.fixture(scope="module")
+def tiny_cases():
+    """The 8 cases of the tiny cohort (seed 0), in memory."""
+    return [generate_case(p) for p in plan_cohort(None, seed=0, profile="tiny")]
+
+
+def test_plan_sizes_splits_and_types():
+    for profile, n, split in (("tiny", 8, (5, 1, 2)), ("small", 20, (14, 2, 4)), ("full", 55, (40, 5, 10))):
+        plans = plan_cohort(None, seed=0, profile=profile)
+        assert len(plans) == n
+        counts = tuple(sum(p.split == s for p in plans) for s in ("train", "validation", "test"))
+        assert counts == split
+        assert {p.bleed_type for p in plans} <= set(BLEED_TYPES)
+        n_none = sum(p.bleed_type == "none" for p in plans)
+        assert 1 <= n_none <= max(1, round(0.2 * n))
+        targets = [p.target_volume_ml for p in plans if p.bleed_type != "none"]
+        assert min(targets) < 1.0 and max(targets) > 80.0
+    assert len({p.seed for p in plan_cohort(None, 0, "full")}) == 55
+    assert [p.seed for p in plan_cohort(None, 0, "tiny")] != [p.seed for p in plan_cohort(None, 1, "tiny")]
+
+
+def test_every_bleed_type_in_tiny(tiny_cases):
+    assert {c.plan.bleed_type for c in tiny_cases} == set(BLEED_TYPES)
+
+
+def test_grids_per_profile():
+    rng = np.random.default_rng(0)
+    g = case_grid("tiny", rng)
+    assert g.shape == (64, 64, 16) and 3.3 < g.spacing[0] < 3.8
+    g = case_grid("small", rng)
+    assert g.shape == (128, 128, 32) and 1.7 <= g.spacing[0] <= 1.9 and 4.5 <= g.spacing[2] <= 5.0
+    for _ in range(20):
+        g = case_grid("full", rng)
+        assert g.shape[:2] == (512, 512) and 40 <= g.shape[2] <= 66
+        assert 0.42 <= g.spacing[0] <= 0.50 and 2.4 <= g.spacing[2] <= 5.0
+
+
+def test_tissue_hu_ranges():
+    """Air, bone, brain and CSF land where a scanner puts them."""
+    rng = np.random.default_rng(5)
+    grid = case_grid("small", rng)
+    head = build_head(grid, rng)
+    ideal = head.image.copy()
+    img = acquire(head.image, head, rng, noise_sd=4.0).astype(float)
+    corners = img[:8, :8, :]
+    assert abs(np.median(corners) + 1000) < 20
+    bone = ideal > 600
+    assert bone.any() and np.median(img[bone]) > 700 and img.max() > 1000
+    # diploe between the tables is lower than cortical bone
+    assert 250 < np.percentile(ideal[ideal > 250], 10) < 600
+    parenchyma = (head.brain > 0.99) & (head.ventricles < 0.01) & (head.calcification == 0)
+    parenchyma &= ndi.binary_erosion(ideal < 50, iterations=1)  # away from falx / bone
+    assert 22 < np.median(img[parenchyma]) < 40
+    vent = ndi.binary_erosion(head.ventricles > 0.99)
+    assert vent.sum() > 10 and -2 < np.median(img[vent]) < 15
+    # grey matter is denser than white matter: cortex ribbon vs deep white matter
+    cortex = parenchyma & (head.depth_brain > 0.5) & (head.depth_brain < 2.0) & (head.sulcal_dist > 3.0)
+    white = parenchyma & (head.depth_brain > 20.0) & (head.sulcal_dist > 4.0)
+    assert cortex.sum() > 50 and white.sum() > 50
+    gm, wm = np.median(img[cortex]), np.median(img[white])
+    assert 30 < gm < 42 and 22 < wm < 31 and gm > wm + 3
+
+
+def test_blood_hu_distribution(tiny_cases):
+    """HU over the bleed masks ~ 5th pct 34, median 56, 95th pct 75 (voxels next to bone excluded).
+
+    Pooled over two tiny cohorts (16 scans) so that one large bleed does not decide the percentiles.
+    """
+    values = []
+    more = [generate_case(p) for p in plan_cohort(None, seed=1, profile="tiny")]
+    for c in list(tiny_cases) + more:
+        if c.truth.any():
+            near_bone = ndi.binary_dilation(c.image > 300, iterations=1)
+            values.append(c.image[c.truth & ~near_bone].astype(float))
+    v = np.concatenate(values)
+    p5, p50, p95 = np.percentile(v, [5, 50, 95])
+    assert 28 <= p5 <= 42, p5
+    assert 50 <= p50 <= 62, p50
+    assert 66 <= p95 <= 82, p95
+
+
+def test_no_bleed_cases_and_volumes(tiny_cases):
+    none = [c for c in tiny_cases if c.plan.bleed_type == "none"]
+    assert none and all(not c.truth.any() and not c.reference.any() for c in none)
+    vols = [c.info["true_volume_ml"] for c in tiny_cases if c.truth.any()]
+    assert all(v > 0 for v in vols)
+    assert min(vols) < 1.0 and max(vols) > 80.0
+    for c in tiny_cases:
+        assert c.info["true_volume_ml"] == pytest.approx(c.truth.sum() * c.grid.voxel_ml, abs=1e-3)
+        assert c.info["reference_volume_ml"] == pytest.approx(c.reference.sum() * c.grid.voxel_ml, abs=1e-3)
+
+
+def test_raters_disagree_realistically(tiny_cases):
+    dices, differ = [], 0
+    for c in tiny_cases:
+        assert len(c.raters) == 3
+        np.testing.assert_array_equal(c.reference, majority_vote(c.raters))
+        if c.truth.sum() >= 30:
+            dices += [_dice(r, c.truth) for r in c.raters]
+            differ += sum(int((r != c.truth).any()) for r in c.raters)
+    assert differ >= 3  # raters are not copies of the truth
+    assert 0.8 <= float(np.median(dices)) <= 0.98, dices
+
+
+def test_calcifications_are_bright_and_not_labelled(tiny_cases):
+    with_calc = [c for c in tiny_cases if c.calcification.any()]
+    assert with_calc and len(with_calc) < len(tiny_cases)
+    for c in with_calc:
+        assert c.info["has_calcification"]
+        assert c.image[c.calcification].max() > 100
+        assert not (c.truth & c.calcification).any()
+        assert not (c.reference & c.calcification).any()
+
+
+def test_some_blood_touches_bone(tiny_cases):
+    assert any(c.info["touches_bone"] for c in tiny_cases if c.plan.bleed_type in ("sdh", "edh", "iph_lobar"))
+
+
+def test_generation_is_deterministic_bytes(tmp_path):
+    a = make_cohort(tmp_path / "a", n_cases=3, seed=11, profile="tiny", progress=False)
+    b = make_cohort(tmp_path / "b", n_cases=3, seed=11, profile="tiny", progress=False)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) > 10
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    c = make_cohort(tmp_path / "c", n_cases=3, seed=12, profile="tiny", progress=False)
+    assert (c / "imagesTr").is_dir()
+    img_a = sorted((a / "imagesTr").glob("*.nii.gz"))[0]
+    img_c = sorted((c / "imagesTr").glob("*.nii.gz"))[0]
+    assert img_a.read_bytes() != img_c.read_bytes()
+
+
+def test_overwrite_rules(tmp_path):
+    out = make_cohort(tmp_path / "cohort", n_cases=1, profile="tiny", progress=False)
+    before = (out / "cases.csv").read_text()
+    with pytest.raises(HemolabExistsError, match="overwrite"):
+        make_cohort(out, n_cases=1, profile="tiny", progress=False)
+    assert (out / "cases.csv").read_text() == before
+    make_cohort(out, n_cases=2, profile="tiny", overwrite=True, progress=False)
+    assert len((out / "cases.csv").read_text().splitlines()) == 3
+    mine = tmp_path / "my_files"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    with pytest.raises(HemolabExistsError, match="not .*hemolab cohort|refusing"):
+        make_cohort(mine, n_cases=1, profile="tiny", overwrite=True, progress=False)
+    assert (mine / "thesis.txt").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (make_cohort(empty, n_cases=1, profile="tiny", progress=False) / "dataset.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporary folders left behind
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "4", True])
+def test_bad_case_counts(tmp_path, bad):
+    with pytest.raises(HemolabError, match="n_cases"):
+        make_cohort(tmp_path / "x", n_cases=bad, profile="tiny", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_profile_and_seed(tmp_path):
+    with pytest.raises(HemolabError, match="profile"):
+        make_cohort(tmp_path / "x", profile="huge", progress=False)
+    with pytest.raises(HemolabError, match="seed"):
+        plan_cohort(2, seed=-1, profile="tiny")
+
+
+def test_cli(tmp_path, capsys):
+    from hemolab.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["synth", "--out", str(out), "--cases", "2", "--seed", "3", "--quiet"]) == 0
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["numTraining"] + meta["numTest"] == 2
+    assert "wrote 2 cases" in capsys.readouterr().out
+    assert main(["synth", "--out", str(out), "--cases", "2", "--quiet"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--cases", "0", "--quiet"]) == 2
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path / "bad"), "--profile", "huge"])

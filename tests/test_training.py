@@ -1,0 +1,275 @@
+"""The training engine (hemolab.training): learning, schedule, checkpoints, resuming, refusing to overwrite."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
+from hemolab.training import (
+    History,
+    StopTraining,
+    cnnds_settings,
+    dice_metric,
+    fit,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+class TinyNet(torch.nn.Module):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv3d(1, width, 3, padding=1),
+            torch.nn.LeakyReLU(0.01),
+            torch.nn.Conv3d(width, 1, 3, padding=1),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def soft_dice_loss(logits, batch):
+    p = torch.sigmoid(logits)
+    g = batch["label"]
+    return 1 - (2 * (p * g).sum() + 1e-5) / (p.sum() + g.sum() + 1e-5)
+
+
+def one_case(seed: int = 0, size=(16, 16, 8)):
+    """A bright blob on a darker, noisy background, like a bleed on a CNN-DS input in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.arange(s) for s in size], indexing="ij")
+    label = ((x - 8) ** 2 + (y - 7) ** 2 + 4 * (z - 4) ** 2 < 30).astype(np.float32)
+    image = 0.35 + 0.3 * label + 0.03 * rng.standard_normal(size).astype(np.float32)
+    return {"image": torch.from_numpy(image)[None, None], "label": torch.from_numpy(label)[None, None]}
+
+
+class ConstantLoss:
+    """A loss whose validation value is a scripted sequence (forces the LR schedule and early stop)."""
+
+    def __init__(self, val_values):
+        self.val_values = list(val_values)
+        self.i = 0
+
+    def __call__(self, logits, batch):
+        loss = (logits * 0).sum() + 1.0  # keeps a gradient path
+        if not torch.is_grad_enabled():  # validation pass
+            v = self.val_values[min(self.i, len(self.val_values) - 1)]
+            self.i += 1
+            return loss * 0 + v
+        return loss
+
+
+def _fit(model, loss, data, run_dir, **kw):
+    opt = torch.optim.Adam(model.parameters(), lr=kw.pop("lr", 1e-2))
+    kw.setdefault("max_epochs", 5)
+    kw.setdefault("progress", False)
+    repeat = kw.pop("repeat", 1)
+    return fit(model, opt, loss, [data] * repeat, [data], run_dir=run_dir, device="cpu", **kw)
+
+
+# ----------------------------------------------------------------------------------------------- tests
+def test_tiny_model_overfits_one_case(tmp_path):
+    data = one_case()
+    torch.manual_seed(0)
+    history = _fit(TinyNet(), soft_dice_loss, data, tmp_path / "run", max_epochs=8, lr=5e-2, repeat=8)
+    assert history.train_loss[-1] < 0.5 * history.train_loss[0]
+    assert history.best_val_dice > 0.9, history.summary()
+    frame = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(frame.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+    assert len(frame) == 8 and frame["epoch"].tolist() == list(range(1, 9))
+
+
+def test_lr_halves_after_patience_and_early_stop(tmp_path):
+    # epoch 1 is the best; never improves afterwards
+    loss = ConstantLoss([1.0] + [2.0] * 100)
+    history = _fit(
+        TinyNet(), loss, one_case(), tmp_path / "run", max_epochs=100, lr_patience=3, stop_patience=8
+    )
+    lrs = history.lr
+    # ReduceLROnPlateau: lowered at the (patience + 1)-th epoch without improvement -> used from epoch 6
+    assert lrs[:5] == [pytest.approx(1e-2)] * 5
+    assert lrs[5] == pytest.approx(5e-3)
+    assert history.lr_reductions[0] == 5
+    assert history.stopped_early and history.epochs == 9  # 1 best + 8 without improvement
+    assert history.best_epoch == 1
+
+
+def test_no_early_stop_while_improving(tmp_path):
+    loss = ConstantLoss([1.0 / (i + 1) for i in range(20)])
+    history = _fit(
+        TinyNet(), loss, one_case(), tmp_path / "run", max_epochs=12, lr_patience=1, stop_patience=2
+    )
+    assert not history.stopped_early and history.epochs == 12 and history.best_epoch == 12
+    assert history.lr_reductions == []
+
+
+def test_resume_continues_history(tmp_path):
+    run = tmp_path / "run"
+
+    def interrupt(epoch, history):
+        if epoch == 3:
+            raise KeyboardInterrupt  # like a user pressing stop
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    with pytest.raises(KeyboardInterrupt):
+        _fit(model, soft_dice_loss, one_case(), run, max_epochs=6, callbacks=[interrupt])
+    assert len(pd.read_csv(run / "history.csv")) == 3
+    # a fresh model and optimizer, as after a kernel restart
+    history = _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=6)
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4, 5, 6]
+    assert len(pd.read_csv(run / "history.csv")) == 6
+    # and it matches an uninterrupted run with the same seed (the state was restored, not restarted)
+    torch.manual_seed(0)
+    straight = _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "straight", max_epochs=6)
+    np.testing.assert_allclose(history.train_loss, straight.train_loss, rtol=1e-4)
+    # a finished run has nothing left to do
+    again = _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=6)
+    assert again.epochs == 6
+
+
+def test_stop_training_callback_and_weights_only(tmp_path):
+    def stop(epoch, history):
+        if epoch == 2:
+            raise StopTraining
+
+    history = _fit(
+        TinyNet(),
+        soft_dice_loss,
+        one_case(),
+        tmp_path / "run",
+        max_epochs=10,
+        callbacks=[stop],
+        meta={"arch": "toy", "model_kwargs": {"width": 4}, "grid_size": (16, 16, 8)},
+    )
+    assert history.epochs == 2
+    for name in ("best.pt", "last.pt"):
+        payload = torch.load(tmp_path / "run" / name, map_location="cpu", weights_only=True)
+        assert payload["meta"]["arch"] == "toy" and payload["meta"]["grid_size"] == [16, 16, 8]
+        assert payload["meta"]["best_epoch"] == history.best_epoch
+    restored = History.from_state_dict(read_checkpoint(tmp_path / "run" / "last.pt")["history"])
+    assert restored.rows == history.rows
+
+
+def test_refuses_to_overwrite_run(tmp_path):
+    run = tmp_path / "run"
+    _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=1)
+    with pytest.raises(HemolabExistsError, match="resume=True"):
+        _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=2, resume=False)
+    history = _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=2, resume=False, overwrite=True)
+    assert history.epochs == 2 and len(pd.read_csv(run / "history.csv")) == 2
+
+
+def test_save_checkpoint_refuses_and_is_atomic(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, TinyNet(), {"arch": "toy"})
+    with pytest.raises(HemolabExistsError):
+        save_checkpoint(path, TinyNet(), {"arch": "toy"})
+    save_checkpoint(path, TinyNet(), {"arch": "toy", "shape": (1, 2)}, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
+    with pytest.raises(HemolabError, match="weights_only"):
+        save_checkpoint(tmp_path / "bad.pt", TinyNet(), {"arch": object()})
+
+
+def test_bad_arguments_give_clear_errors(tmp_path):
+    with pytest.raises(HemolabError, match="max_epochs"):
+        _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "r", max_epochs=0)
+    with pytest.raises(HemolabFileError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(HemolabError, match="not a readable hemolab checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    save_checkpoint(tmp_path / "nometa.pt", TinyNet(), {})
+    with pytest.raises(HemolabError, match="arch"):
+        load_checkpoint(tmp_path / "nometa.pt")
+
+
+def test_dice_metric_matches_monai():
+    from monai.metrics import DiceMetric
+
+    rng = np.random.default_rng(1)
+    logits = torch.from_numpy(rng.standard_normal((2, 1, 8, 8, 4)).astype(np.float32))
+    label = torch.from_numpy((rng.random((2, 1, 8, 8, 4)) > 0.6).astype(np.float32))
+    ours = dice_metric(logits, {"label": label})
+    ref = DiceMetric(include_background=True, reduction="mean")((logits > 0).float(), label).mean().item()
+    assert ours == pytest.approx(ref, abs=1e-6)
+    # both empty -> 1 by convention
+    assert dice_metric(torch.full((1, 1, 4, 4, 4), -5.0), {"label": torch.zeros(1, 1, 4, 4, 4)}) == 1.0
+
+
+def test_profile_settings():
+    tiny, small, full = (cnnds_settings(p) for p in ("tiny", "small", "full"))
+    assert full.grid_size == (128, 128, 64) and full.base_filters == 16 and full.depth == 5
+    assert (full.lr, full.dropout, full.batch_size, full.lr_patience, full.stop_patience) == (
+        5e-4,
+        0.3,
+        1,
+        10,
+        50,
+    )
+    assert len(full.grid_depths) * len(full.grid_lrs) * len(full.grid_dropouts) == 60
+    assert small.grid_size == (64, 64, 32) and tiny.grid_size == (32, 32, 16)
+    assert tiny.max_epochs <= 5 and tiny.base_filters == 4
+    assert cnnds_settings("tiny", max_epochs=7).max_epochs == 7
+    with pytest.raises(HemolabError, match="unknown CNN-DS settings"):
+        cnnds_settings("tiny", epochz=3)
+    assert math.isclose(full.lr_factor, 0.5)
+
+
+# ------------------------------------------------------------------- tests that need the CNN-DS network
+def test_checkpoint_round_trip_cnnds(tmp_path):
+    models = pytest.importorskip("hemolab.models")
+    kwargs = {
+        "in_channels": 1,
+        "out_channels": 1,
+        "base_filters": 4,
+        "depth": 3,
+        "dropout": 0.3,
+        "deep_supervision": True,
+    }
+    model = models.build_model("cnnds", **kwargs).eval()
+    path = save_checkpoint(tmp_path / "best.pt", model, {"arch": "cnnds", "model_kwargs": kwargs})
+    loaded, meta = load_checkpoint(path, device="cpu")
+    assert meta["arch"] == "cnnds" and not loaded.training
+    x = torch.rand(1, 1, 32, 32, 16)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
+    torch.load(path, weights_only=True)
+    # wrong arch in the meta: a clear error
+    save_checkpoint(tmp_path / "wrong.pt", model, {"arch": "unet9000", "model_kwargs": {}})
+    with pytest.raises(HemolabError):
+        load_checkpoint(tmp_path / "wrong.pt")
+
+
+# ------------------------------------------------------------------- on the tiny synthetic cohort
+def test_ensure_checkpoint_trains_once(tiny_cohort, capsys):
+    pytest.importorskip("hemolab.models.cnnds")
+    from hemolab.training import ensure_checkpoint
+
+    path = ensure_checkpoint("cnnds", "tiny")
+    assert path.is_file() and path.name == "best.pt" and path.parent.name == "cnnds-tiny"
+    assert "no checkpoint from notebook 03 found" in capsys.readouterr().out
+    model, meta = load_checkpoint(path, device="cpu")
+    assert meta["arch"] == "cnnds" and meta["grid_size"] == list(cnnds_settings("tiny").grid_size)
+    assert ensure_checkpoint("cnnds", "tiny") == path  # found now: no training
+    assert "training" not in capsys.readouterr().out
+    with pytest.raises(HemolabError, match="unknown architecture"):
+        ensure_checkpoint("unet", "tiny")
+
+
+def test_grid_search_corner(tiny_cohort, tmp_path):
+    pytest.importorskip("hemolab.models.cnnds")
+    from hemolab.training import grid_search
+
+    frame = grid_search(tiny_cohort, "tiny", max_epochs=1, run_root=tmp_path, progress=False)
+    assert len(frame) == 2 and set(frame["depth"]) == {2, 3}
+    assert frame["val_dice"].is_monotonic_decreasing
+    assert all((tmp_path / p).joinpath("best.pt").is_file() for p in frame["run_dir"])
