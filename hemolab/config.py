@@ -50,7 +50,9 @@ def resolve_profile(profile: str | None = None) -> str:
         profile = os.environ.get("HEMOLAB_PROFILE") or ("full" if cuda_available() else "small")
     profile = str(profile).strip().lower()
     if profile not in PROFILES:
-        raise HemolabError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)} (or None for auto)")
+        raise HemolabError(
+            f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)} (or None for auto)"
+        )
     return profile
 
 

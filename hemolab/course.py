@@ -47,7 +47,7 @@ NBVAL_CHECK = "# NBVAL_CHECK_OUTPUT"
 README_START = "<!-- course-map:start -->"
 README_END = "<!-- course-map:end -->"
 #: The exact line of every notebook's ``parameters`` cell (COMMON conventions).
-PARAMETERS_LINE = 'profile = None  # "tiny" | "small" | "full"; None = auto (full on a GPU, small on a CPU)'
+PARAMETERS_LINE = 'profile = None  # "tiny", "small", "full", or None for auto: full on a GPU, small on a CPU'
 #: The set-up cell every notebook runs right after its parameters (installs hemolab on Colab only).
 SETUP_SOURCE = f"""try:  # on Colab, install hemolab once; elsewhere it is already installed
     import hemolab

@@ -608,7 +608,13 @@ def train_patel(
     from hemolab.training import fit
 
     profile = resolve_profile(profile if settings is None else settings.profile)
-    settings = (settings or patel_settings(profile)).with_overrides(max_epochs=epochs, **overrides)
+    if epochs is not None and overrides.get("max_epochs") not in (None, epochs):
+        raise HemolabError(
+            f"epochs={epochs} and max_epochs={overrides['max_epochs']} disagree: give one of them"
+        )
+    if epochs is not None:
+        overrides["max_epochs"] = epochs
+    settings = (settings or patel_settings(profile)).with_overrides(**overrides)
     run_dir = Path(run_dir) if run_dir is not None else workspace_dir("checkpoints", f"patel-{profile}")
     seed_everything(seed)
     train_loader, val_loader = make_patel_loaders(dataset_root, settings, seed=seed, progress=progress)

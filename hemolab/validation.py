@@ -37,7 +37,11 @@ def check_volume(array, name: str = "volume", *, allow_channel: bool = False) ->
         raise HemolabError(
             f"{name} must be a 3D volume indexed [x, y, z], got a {arr.ndim}D array of shape {arr.shape}"
             + (": pass one volume at a time (a 2D slice is not a head CT)" if arr.ndim == 2 else "")
-            + (": a 4D array has several channels or time points; select one with array[..., i]" if arr.ndim == 4 else "")
+            + (
+                ": a 4D array has several channels or time points; select one with array[..., i]"
+                if arr.ndim == 4
+                else ""
+            )
         )
     if arr.size == 0:
         raise HemolabError(f"{name} is empty (shape {arr.shape})")

@@ -211,3 +211,25 @@ def test_nbval_checked_cell_may_keep_printed_output(tmp_path: Path):
     nb.cells[5].execution_count = 1
     nb.cells[5].outputs = [nbformat.v4.new_output("stream", name="stdout", text="table\n")]
     assert _problems(tmp_path, nb, "no_outputs") == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOK_FILES, ids=[p.stem for p in NOTEBOOK_FILES])
+def test_papermill_reads_the_profile_parameter(notebook: Path):
+    """papermill parses the parameters cell (a comment with '=' in it makes it warn 'Unable to parse line')."""
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(notebook))
+    assert list(params) == ["profile"], f"papermill sees parameters {list(params)} in {notebook.name}"
+    assert params["profile"]["default"] == "None"
+
+
+def test_papermill_check_rejects_a_parameters_line_it_cannot_parse(tmp_path: Path):
+    import papermill as pm
+
+    nb = _good_notebook()
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = 'profile = None  # "tiny" | "small"; None = auto'
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    assert "profile" not in pm.inspect_notebook(str(path))

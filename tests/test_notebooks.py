@@ -92,11 +92,28 @@ def test_notebook_runs_with_papermill(notebook: Path, tmp_path: Path):
 @pytest.mark.parametrize("notebook", NOTEBOOK_FILES, ids=[p.stem for p in NOTEBOOK_FILES])
 def test_notebook_passes_nbval(notebook: Path, tmp_path: Path):
     cmd = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--nbval-lax",
-        f"--nbval-cell-timeout={TIMEOUT_S}", "--rootdir", str(tmp_path), str(notebook),
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        "--nbval-lax",
+        f"--nbval-cell-timeout={TIMEOUT_S}",
+        "--rootdir",
+        str(tmp_path),
+        str(notebook),
     ]
     proc = subprocess.run(
-        cmd, cwd=notebook.parent, env=_env(tmp_path / "workspace"), capture_output=True, text=True,
+        cmd,
+        cwd=notebook.parent,
+        env=_env(tmp_path / "workspace"),
+        capture_output=True,
+        text=True,
         timeout=TIMEOUT_S * 3,
     )
-    assert proc.returncode == 0, f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"nbval failed on {notebook.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    )

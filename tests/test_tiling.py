@@ -218,3 +218,13 @@ def train_patel_small(root, run_dir):
     return train_patel(
         root, "tiny", run_dir, epochs=1, progress=False, base_filters=2, patches_per_epoch=2, val_patches=2
     )
+
+
+def test_train_patel_takes_max_epochs_as_an_override_too(tiny_cohort, tmp_path):
+    from hemolab.patches import train_patel
+
+    kw = dict(progress=False, base_filters=2, patches_per_epoch=2, val_patches=2)
+    history = train_patel(tiny_cohort, "tiny", tmp_path / "a", max_epochs=1, **kw)
+    assert history.epochs == 1
+    with pytest.raises(HemolabError, match="disagree"):
+        train_patel(tiny_cohort, "tiny", tmp_path / "b", epochs=1, max_epochs=2, **kw)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
 
-HELP = "compare predicted masks with reference masks (DSC, HD, 95% HD, ..., volumes); write a per-case CSV"
+HELP = "compare predicted masks with reference masks (DSC, HD, 95%% HD, ..., volumes); write a per-case CSV"
 
 #: File types read as masks.
 MASK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
