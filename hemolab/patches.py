@@ -78,6 +78,8 @@ class PatelSettings:
         augment: mirror / rotate with probability 0.5.
         stop_patience: epochs without improvement of the validation loss before stopping.
         min_component_ml: clusters smaller than this are removed at inference (paper: 0.1 mL).
+        bn_calibration_patches: training patches over which the batch-norm statistics are recomputed
+            after every epoch (:func:`recalibrate_batch_norm`; 0 keeps PyTorch's running averages).
     """
 
     profile: str
@@ -95,6 +97,7 @@ class PatelSettings:
     augment: bool = True
     stop_patience: int = 20
     min_component_ml: float = 0.1
+    bn_calibration_patches: int = 16
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -277,10 +280,12 @@ def patch_weight_map(label: np.ndarray, rng: np.random.Generator | int | None = 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Categorical cross-entropy weighted per voxel (Patel 2019, "Training").
 
-    ``loss = sum_v w_v * CE_v / sum_v w_v`` over all voxels of the batch, where ``CE_v = -log softmax
-    (logits_v)[target_v]``. Normalising by the weight sum (not the voxel count) makes the loss the mean
-    cross-entropy over the voxels that count, so it does not depend on how many were weighted. A batch
-    with all weights 0 gives 0.
+    For each patch ``b``: ``loss_b = sum_v w_bv * CE_bv / sum_v w_bv``, the mean cross-entropy over the
+    voxels its weight map selects (``CE_v = -log softmax(logits_v)[target_v]``); the loss is the mean of
+    ``loss_b`` over the patches that have any weight. Normalising each patch on its own is our choice (the
+    paper does not say): pooling all voxels of a batch instead would let a background patch, whose weight
+    map is all ones, outweigh the few hundred balanced voxels of a blood patch many times over, and the
+    network would learn to call almost nothing blood. A batch with all weights 0 gives 0.
 
     Args:
         logits: ``(B, C, x, y, z)`` (C >= 2 classes).
@@ -309,7 +314,13 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
         )
     ce = F.cross_entropy(logits.float(), target.round().long(), reduction="none")
     w = weight.to(ce.dtype)
-    return (ce * w).sum() / w.sum().clamp_min(1e-8)
+    dims = tuple(range(1, ce.ndim))
+    w_sum = w.sum(dims)
+    per_patch = (ce * w).sum(dims) / w_sum.clamp_min(1e-8)
+    counted = w_sum > 0
+    if not bool(counted.any()):
+        return (ce * w).sum()  # 0, with a gradient path
+    return per_patch[counted].mean()
 
 
 class WeightedCELoss(torch.nn.Module):
@@ -543,6 +554,37 @@ def make_patel_loaders(dataset, settings: PatelSettings, *, seed: int = 0, progr
 
 
 # ---------------------------------------------------------------------------------------- training
+def recalibrate_batch_norm(
+    model: torch.nn.Module, images: Sequence[torch.Tensor], batch_size: int = 4
+) -> None:
+    """Recompute the batch-norm statistics of ``model`` over ``images`` ("precise BN").
+
+    With two patches per step (Patel 2019 trains with small batches), the running averages that
+    :class:`torch.nn.BatchNorm3d` keeps during training follow the last few batches, which differ a lot
+    (a patch centred on blood, one on the cavity, much of it air padding): in evaluation mode the network
+    then sees statistics that no training batch had, and its validation loss jumps from epoch to epoch.
+    The paper is silent on this; hemolab recomputes the statistics after every epoch as the plain average
+    over a fixed set of training patches, with :func:`torch.optim.swa_utils.update_bn` (which resets them,
+    averages with ``momentum=None`` and restores the model's mode). Weights are not touched.
+
+    Args:
+        model: the network (on any device).
+        images: input patches ``(1, x, y, z)`` (e.g. from :class:`PatelPatchDataset`).
+        batch_size: patches per forward pass (larger batches give better variance estimates).
+
+    Raises:
+        HemolabError: if ``images`` is empty.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    if len(images) == 0:
+        raise HemolabError("recalibrate_batch_norm needs at least one image patch")
+    device = next(model.parameters()).device
+    batches = [torch.stack(list(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        update_bn(batches, model, device=device)
+
+
 def patel_meta(settings: PatelSettings, **more: Any) -> dict[str, Any]:
     """The ``meta`` of a Patel checkpoint: how to rebuild the network and prepare its input."""
     return {
@@ -620,6 +662,21 @@ def train_patel(
     train_loader, val_loader = make_patel_loaders(dataset_root, settings, seed=seed, progress=progress)
     model = Patel3DCNN(**settings.model_kwargs())
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True)
+    before_validation = None
+    if settings.bn_calibration_patches > 0:
+        calibration = PatelPatchDataset(
+            train_loader.dataset.volumes,
+            settings.bn_calibration_patches,
+            settings.input_size,
+            settings.output_size,
+            seed=seed + 2,
+            fixed=True,
+        )
+        images = [calibration[i]["image"] for i in range(len(calibration))]
+
+        def before_validation(net: torch.nn.Module) -> None:
+            recalibrate_batch_norm(net, images, batch_size=4)
+
     return fit(
         model,
         optimizer,
@@ -637,6 +694,7 @@ def train_patel(
         progress=progress,
         live_plot=live_plot,
         meta=patel_meta(settings, dataset=str(getattr(dataset_root, "root", dataset_root)), seed=seed),
+        before_validation=before_validation,
     )
 
 

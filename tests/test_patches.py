@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -69,7 +70,8 @@ def test_weighted_cross_entropy_matches_torch_by_hand():
     target = (torch.rand(2, 1, 4, 5, 6, generator=g) > 0.7).float()
     weight = (torch.rand(2, 1, 4, 5, 6, generator=g) > 0.5).float()
     ce = F.cross_entropy(logits, target[:, 0].long(), reduction="none")
-    expected = (ce * weight[:, 0]).sum() / weight.sum()
+    w = weight[:, 0]
+    expected = sum((ce[b] * w[b]).sum() / w[b].sum() for b in range(2)) / 2  # each patch its own mean
     got = weighted_cross_entropy(logits, target, weight)
     assert torch.allclose(got, expected, atol=1e-6)
     # all weights 1 -> the plain mean cross-entropy
@@ -83,6 +85,25 @@ def test_weighted_cross_entropy_matches_torch_by_hand():
     assert torch.allclose(weighted_cross_entropy(changed, target, weight), expected, atol=1e-6)
     # and the engine adapter reads batch["weight"]
     assert torch.allclose(WeightedCELoss()(logits, {"label": target, "weight": weight}), expected, atol=1e-6)
+
+
+def test_weighted_cross_entropy_gives_each_patch_an_equal_say():
+    """A background patch with all weights 1 does not drown a blood patch with a few weighted voxels."""
+    logits = torch.zeros(2, 2, 10, 10, 10)
+    logits[1, 1] = 5.0  # the background patch is predicted as blood everywhere: CE = log(1 + e^5)
+    target = torch.zeros(2, 10, 10, 10)
+    target[0, :2, :2, :2] = 1
+    weight = torch.ones(2, 10, 10, 10)
+    weight[0] = 0
+    weight[0, :2, :2, :2] = 1  # 8 blood voxels (CE = log 2)
+    weight[0, 5, 5, :8] = 1  # and 8 background voxels (CE = log 2)
+    got = weighted_cross_entropy(logits, target, weight)
+    expected = (math.log(2) + math.log1p(math.exp(5))) / 2
+    assert math.isclose(float(got), expected, rel_tol=1e-5)
+    # patches without any weight are left out of the mean
+    weight[1] = 0
+    assert math.isclose(float(weighted_cross_entropy(logits, target, weight)), math.log(2), rel_tol=1e-5)
+    assert float(weighted_cross_entropy(logits, target, torch.zeros_like(weight))) == 0.0
 
 
 def test_weighted_cross_entropy_gradient_only_through_weighted_voxels():
@@ -214,3 +235,31 @@ def test_tiny_patel_overfits_small_patch_set():
     assert time.perf_counter() - start < 60
     assert losses[-1] < 0.3 * losses[0], losses
     assert min(losses[-5:]) < 0.2
+
+
+def test_recalibrate_batch_norm_sets_population_statistics_and_keeps_weights():
+    """Precise BN: the first BatchNorm's running mean/var become the statistics of its input over all patches."""
+    from hemolab.models.patel import Patel3DCNN
+    from hemolab.patches import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    model = Patel3DCNN(base_filters=2, thick_slice=True, dropout=0.0)
+    model.eval()
+    images = [torch.rand(1, 92, 92, 32) for _ in range(4)]
+    before = {
+        k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
+    recalibrate_batch_norm(model, images, batch_size=4)
+    assert not model.training, "the model's mode is restored"
+    conv, bn = model.encoders[0][0], model.encoders[0][1]
+    with torch.no_grad():
+        feat = conv(torch.stack(images))
+    mean = feat.mean(dim=(0, 2, 3, 4))
+    var = feat.var(dim=(0, 2, 3, 4), unbiased=True)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+    after = model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), f"{k} changed"
+    with pytest.raises(HemolabError, match="at least one"):
+        recalibrate_batch_norm(model, [])

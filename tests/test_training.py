@@ -273,3 +273,24 @@ def test_grid_search_corner(tiny_cohort, tmp_path):
     assert len(frame) == 2 and set(frame["depth"]) == {2, 3}
     assert frame["val_dice"].is_monotonic_decreasing
     assert all((tmp_path / p).joinpath("best.pt").is_file() for p in frame["run_dir"])
+
+
+def test_before_validation_runs_between_training_and_validation(tmp_path):
+    """The hook sees the model after each epoch's training pass, before its validation pass."""
+    order: list[str] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = TinyNet()
+
+        def forward(self, x):
+            order.append("train" if self.training else "eval")
+            return self.net(x)
+
+    def hook(model):
+        assert isinstance(model, Recorder)
+        order.append("hook")
+
+    _fit(Recorder(), soft_dice_loss, one_case(), tmp_path / "run", max_epochs=2, before_validation=hook)
+    assert order == ["train", "hook", "eval"] * 2

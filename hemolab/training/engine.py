@@ -305,6 +305,7 @@ def fit(
     meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[int, History], None]] = (),
     channels_last: bool = False,
+    before_validation: Callable[[torch.nn.Module], None] | None = None,
 ) -> History:
     """Train ``model`` with the schedule of Arab 2020 (Methods, "Training"; PAPERS.md §1).
 
@@ -344,6 +345,9 @@ def fit(
             are written); raise :class:`StopTraining` to end the run cleanly.
         channels_last: use the channels-last 3D memory layout for the model and the images (the
             oneDNN convolutions on a CPU run about twice as fast with it; same numbers).
+        before_validation: ``fn(model)`` called after each epoch's training pass and before its
+            validation pass, e.g. to recompute batch-norm statistics
+            (:func:`hemolab.patches.recalibrate_batch_norm`).
 
     Returns:
         The :class:`History` (``history.run_dir`` is ``run_dir``).
@@ -448,6 +452,8 @@ def fit(
                 amp=amp,
                 channels_last=channels_last,
             )
+            if before_validation is not None:
+                before_validation(model)
             if val_loader is not None:
                 val_loss, val_dice = _run_epoch(
                     model, val_loader, loss_fn, device, amp=amp, metric_fn=metric_fn
