@@ -120,15 +120,16 @@ def _s(seconds: float) -> float:
     return seconds / 60.0
 
 
-#: The course, in order. Times: tiny measured on 2 CPU cores; small (CPU) and full (GPU) as each notebook
-#: states them (estimates unless the notebook says measured).
+#: The course, in order. Times: tiny and small measured on a 2-core CPU (tiny: the test suite's papermill runs,
+#: two notebooks at once; small: one after another in a fresh workspace); full (GPU) as each notebook states it
+#: (an estimate unless the notebook says measured).
 COURSE: tuple[Lesson, ...] = (
     Lesson(
         file="00_head_ct_and_haemorrhage.ipynb",
         title="Head CT and haemorrhage",
         teaches="Hounsfield units, display windows, the five bleed types and the calcification trap, on the "
         "synthetic cohort and on the real (tilted) head CT that ships with hemolab.",
-        minutes={"tiny": (_s(43), _s(43)), "small": (1, 1), "full": (5, 5)},
+        minutes={"tiny": (_s(11), _s(11)), "small": (_s(17), _s(17)), "full": (5, 5)},
         needs="nothing",
         if_missing="generates the synthetic cohort",
     ),
@@ -137,7 +138,7 @@ COURSE: tuple[Lesson, ...] = (
         title="Preprocessing: from a scanner's CT to a network's input",
         teaches="Resampling to a fixed grid and back, HU clipping and normalisation of each paper, the "
         "cranial-cavity mask, and the same steps as MONAI pipelines.",
-        minutes={"tiny": (_s(17), _s(17)), "small": (1, 2), "full": (5, 10)},
+        minutes={"tiny": (_s(16), _s(16)), "small": (_s(28), _s(28)), "full": (5, 10)},
         needs="nothing",
         if_missing="generates the synthetic cohort",
     ),
@@ -146,7 +147,7 @@ COURSE: tuple[Lesson, ...] = (
         title="The CNN-DS network, block by block",
         teaches="Arab 2020's 3D U-Net with residual context modules and deep supervision, module by module: "
         "shapes, parameters, receptive field and feature maps.",
-        minutes={"tiny": (_s(15), _s(25)), "small": (_s(30), _s(30)), "full": (1, 1)},
+        minutes={"tiny": (_s(7), _s(7)), "small": (_s(8), _s(8)), "full": (1, 1)},
         needs="the CNN-DS checkpoint of 03, if there is one",
         if_missing="uses a randomly initialised network (and says so)",
     ),
@@ -155,7 +156,7 @@ COURSE: tuple[Lesson, ...] = (
         title="Training CNN-DS",
         teaches="Training as Arab 2020 did (soft Dice, Adam, LR halving, early stopping), reading the curves, "
         "checkpoints, and test Dice and volumes on the original grid.",
-        minutes={"tiny": (_s(20), _s(20)), "small": (10, 20), "full": (60, 180)},
+        minutes={"tiny": (_s(8), _s(8)), "small": (5, 5), "full": (60, 180)},
         needs="nothing",
         if_missing="generates the synthetic cohort; saves the checkpoint 05-07 use; an interrupted run resumes",
     ),
@@ -164,7 +165,7 @@ COURSE: tuple[Lesson, ...] = (
         title="The Patel 3D CNN: valid convolutions, weight maps and tiled inference",
         teaches="Why 124³ gives 36³, the weight map and weighted cross-entropy, patch training, seamless "
         "tiled inference and the 0.1 mL cluster removal of Patel 2019.",
-        minutes={"tiny": (_s(30), _s(30)), "small": (10, 20), "full": (60, 120)},
+        minutes={"tiny": (_s(23), _s(23)), "small": (12, 12), "full": (60, 120)},
         needs="nothing",
         if_missing="generates the synthetic cohort; saves the checkpoint 06 uses; an interrupted run resumes",
     ),
@@ -173,7 +174,7 @@ COURSE: tuple[Lesson, ...] = (
         title="Ablation: does deep supervision help?",
         teaches="A fair ablation: CNN-DS trained with and without deep supervision on the same data and "
         "seeds, curves and test scores next to Arab 2020's.",
-        minutes={"tiny": (_s(25), _s(25)), "small": (20, 40), "full": (120, 360)},
+        minutes={"tiny": (_s(8), _s(8)), "small": (11, 11), "full": (120, 360)},
         needs="nothing (trains its own pair of networks)",
         if_missing="generates the synthetic cohort; re-running reuses finished runs",
     ),
@@ -182,7 +183,7 @@ COURSE: tuple[Lesson, ...] = (
         title="Evaluation and volume",
         teaches="Every metric of both papers on pictures, both networks on the test set, failure cases, and "
         "how well ABC/2 measures a bleed's volume.",
-        minutes={"tiny": (_s(35), _s(35)), "small": (2, 5), "full": (2, 4)},
+        minutes={"tiny": (_s(7), _s(7)), "small": (_s(31), _s(31)), "full": (2, 4)},
         needs="the CNN-DS checkpoint of 03 and the Patel checkpoint of 04 (small and full)",
         if_missing="trains each missing checkpoint first (takes a while)",
     ),
@@ -191,7 +192,7 @@ COURSE: tuple[Lesson, ...] = (
         title="Rater agreement: is the method distinguishable from an expert?",
         teaches="Cohen's kappa between raters and the method, the Mann-Whitney test, volume disagreement "
         "matrices and rater-vs-rater volume fits, as in Arab 2020.",
-        minutes={"tiny": (_s(30), _s(30)), "small": (1, 3), "full": (1, 2)},
+        minutes={"tiny": (_s(6), _s(6)), "small": (_s(6), _s(6)), "full": (1, 2)},
         needs="the CNN-DS checkpoint of 03 (small and full)",
         if_missing="trains the missing checkpoint first (takes a while)",
     ),
@@ -621,8 +622,9 @@ def readme_block() -> str:
     """What goes between the README's course-map markers: launch badges and the course map."""
     return (
         f"{binder_badge()} {colab_badge(INDEX)}\n\n{course_markdown(link_prefix='notebooks/')}\n\n"
-        f"Times: `tiny` measured on 2 CPU cores; `small` on a CPU and `full` on one GPU are the notebooks' "
-        f"estimates. Generated from `hemolab.course.COURSE` by `hemolab course nav`; do not edit by hand."
+        "Times: `tiny` and `small` measured on a 2-core CPU (`tiny` by the test suite, two notebooks at once; "
+        "`small` one notebook after another in a fresh workspace); `full` on one GPU is the notebooks' estimate. "
+        "Generated from `hemolab.course.COURSE` by `hemolab course nav`; do not edit by hand."
     )
 
 

@@ -144,7 +144,7 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     """The Patel training settings of a profile (``full`` = the paper's PATCH set-up).
 
     ``full``: base 32, thick-slice 124x124x40 -> 36x36x12, SGD 1e-3, 100 epochs x 500 = 50,000 patches.
-    ``small``: base 8, 116x116x36 -> 28x28x8, lr 1e-2, 30 epochs x 32 patches (minutes on a CPU).
+    ``small``: base 8, 116x116x36 -> 28x28x8, lr 1e-2, 60 epochs x 32 patches (minutes on a CPU).
     ``tiny``: base 4, 108x108x36 -> 20x20x8, lr 1e-2, 3 epochs x 8 patches (seconds).
 
     Args:
@@ -162,7 +162,7 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     elif profile == "small":
         s = PatelSettings(
             "small", 8, True, (116, 116, 36), (148, 148, 44), batch_size=2, patches_per_epoch=32,
-            val_patches=8, max_epochs=30, lr=1e-2, stop_patience=10,
+            val_patches=16, max_epochs=60, lr=1e-2, stop_patience=20,
         )  # fmt: skip
     else:
         s = PatelSettings(

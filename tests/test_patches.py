@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -224,7 +223,6 @@ def test_tiny_patel_overfits_small_patch_set():
     model = Patel3DCNN(base_filters=2, thick_slice=True, dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     loss_fn = WeightedCELoss()
-    start = time.perf_counter()
     losses = []
     for _ in range(20):
         opt.zero_grad()
@@ -232,7 +230,6 @@ def test_tiny_patel_overfits_small_patch_set():
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert time.perf_counter() - start < 60
     assert losses[-1] < 0.3 * losses[0], losses
     assert min(losses[-5:]) < 0.2
 

@@ -7,8 +7,6 @@ tests and the real sample scan test run when those parts of hemolab are present.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -429,9 +427,7 @@ def test_cranial_cavity_on_phantom(shape, spacing):
     still stop at the skull. Dice measured 0.99-1.00; a one-voxel shell of this 1600 mL cavity is
     5-9% of its volume at these voxel sizes, so 0.95 allows about half a voxel of disagreement."""
     image, cavity, bleed = head_phantom(shape=shape, spacing=spacing)
-    t0 = time.perf_counter()
     mask = cranial_cavity_mask(image)
-    seconds = time.perf_counter() - t0
     m = array_from_image(mask).astype(bool)
     assert mask.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin())
@@ -440,7 +436,6 @@ def test_cranial_cavity_on_phantom(shape, spacing):
     neck = np.zeros_like(m)
     neck[:, :, : shape[2] // 8] = True  # the bottom of the volume is neck, outside the skull
     assert (m & neck & ~cavity).sum() < 0.01 * m.sum()
-    assert seconds < 10.0
 
 
 def test_cranial_cavity_errors_and_empty():
@@ -502,12 +497,9 @@ def test_cranial_cavity_on_real_sample_scan():
     if not hasattr(io, "read_scan") or not hasattr(io, "sample_scan_path"):
         pytest.skip("hemolab.io.read_scan / sample_scan_path not available")
     image = io.read_scan(io.sample_scan_path())
-    t0 = time.perf_counter()
     mask = cranial_cavity_mask(image)
-    seconds = time.perf_counter() - t0
     ml = volume_ml(mask)
     assert 1200.0 < ml < 1800.0, ml
-    assert seconds < 30.0
     hu = array_from_image(image)
     inside = hu[array_from_image(mask).astype(bool)]
     assert np.median(inside) == pytest.approx(30.0, abs=15.0)  # brain, not bone or air
