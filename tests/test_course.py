@@ -44,12 +44,24 @@ def test_committed_navigation_index_and_readme_are_current():
     assert not course.update_readme(REPO_ROOT / "README.md", check=True), "run `hemolab course nav`"
 
 
-def test_index_stores_the_printed_course_map_for_nbval():
+def test_index_checks_the_printed_course_map_with_nbval():
     nb = nbformat.read(NOTEBOOKS / course.INDEX, as_version=4)
     checked = [c for c in nb.cells if course.NBVAL_CHECK in c.source]
     assert len(checked) == 1
-    assert checked[0].execution_count is not None  # nbval ignores the outputs of an "unrun" cell
-    assert "".join(o["text"] for o in checked[0].outputs) == course.course_text() + "\n"
+    assert not checked[0].outputs and checked[0].execution_count is None  # committed without outputs
+    ready = course.with_reference_outputs(nb)
+    filled = [c for c in ready.cells if course.NBVAL_CHECK in c.source]
+    assert filled[0].execution_count is not None  # nbval ignores the outputs of an "unrun" cell
+    assert "".join(o["text"] for o in filled[0].outputs) == course.course_text() + "\n"
+    assert not checked[0].outputs, "with_reference_outputs changed the notebook it was given"
+
+
+def test_a_checked_cell_without_a_reference_output_is_refused():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"{course.NBVAL_CHECK}\nprint(1)")]
+    nb.cells[0]["id"] = "no-reference"
+    with pytest.raises(course.HemolabError, match="NBVAL_REFERENCES"):
+        course.with_reference_outputs(nb)
 
 
 def test_index_lists_every_notebook_with_its_times_and_needs():
