@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from hemolab.errors import HemolabError
 from hemolab.models.patel import patel_output_size
+from hemolab.validation import check_triple
 
 #: The paper's intensity window (Patel 2019, "Pre-processing"): [-200, 200] HU -> [0, 1].
 HU_WINDOW: tuple[float, float] = (-200.0, 200.0)
@@ -129,8 +130,7 @@ class PatelSettings:
             )
         for key in ("input_size", "inference_input_size"):
             if key in clean:
-                v = clean[key]
-                clean[key] = (int(v),) * 3 if isinstance(v, int | float) else tuple(int(s) for s in v)
+                clean[key] = _triple(clean[key])
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
@@ -197,12 +197,7 @@ def cranial_cavity(image) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ patch geometry
 def _triple(size) -> tuple[int, int, int]:
-    if isinstance(size, int | np.integer):
-        return (int(size),) * 3
-    t = tuple(int(s) for s in size)
-    if len(t) != 3:
-        raise HemolabError(f"a patch size is one number or three (x, y, z), got {size!r}")
-    return t  # type: ignore[return-value]
+    return check_triple(size, "patch size")
 
 
 def extract_patch(

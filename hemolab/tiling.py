@@ -33,19 +33,14 @@ import numpy as np
 import torch
 
 from hemolab.errors import HemolabError
-from hemolab.validation import check_mask, check_spacing, check_volume
+from hemolab.validation import check_mask, check_spacing, check_triple, check_volume
 
 #: Value used to pad beyond the scan: 0 = air after Patel's normalisation ([-200, 200] HU -> [0, 1]).
 PAD_VALUE: float = 0.0
 
 
 def _triple(size) -> tuple[int, int, int]:
-    if isinstance(size, int | np.integer):
-        return (int(size),) * 3
-    t = tuple(int(s) for s in size)
-    if len(t) != 3:
-        raise HemolabError(f"a tile size is one number or three (x, y, z), got {size!r}")
-    return t  # type: ignore[return-value]
+    return check_triple(size, "tile size")
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,20 @@ def check_spacing(spacing: Sequence[float], name: str = "spacing") -> tuple[floa
     return sp  # type: ignore[return-value]
 
 
+def check_triple(size, name: str = "size") -> tuple[int, int, int]:
+    """A size given as one whole number (the same on every axis) or three ``(x, y, z)``, as three ints.
+
+    Raises:
+        HemolabError: for anything else, naming ``name``.
+    """
+    if isinstance(size, int | float | np.integer | np.floating):
+        return (int(size),) * 3
+    t = tuple(int(s) for s in size)
+    if len(t) != 3:
+        raise HemolabError(f"a {name} is one number or three (x, y, z), got {size!r}")
+    return t  # type: ignore[return-value]
+
+
 def check_same_shape(a, b, names: tuple[str, str] = ("image", "label")) -> None:
     """Raise when two volumes do not have the same shape (they must share one voxel grid)."""
     sa, sb = np.shape(a), np.shape(b)
