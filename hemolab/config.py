@@ -15,7 +15,9 @@ Every notebook and command that trains or generates data takes a ``profile``:
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, ClassVar
 
 from hemolab.errors import HemolabError
 
@@ -147,3 +149,32 @@ def setup_notebook(profile: str | None = None, seed: int = 0) -> str:
         gpu = f" ({torch.cuda.get_device_name(device)})"
     print(f"hemolab profile: {profile} | device: {device}{gpu} | workspace: {workspace_dir()}")
     return profile
+
+
+class ProfileSettings:
+    """What the frozen dataclasses holding a profile's training settings share (CNN-DS, Patel).
+
+    A subclass names itself in ``KIND`` (used in error messages) and builds its ``with_overrides`` on
+    :meth:`_checked_overrides`.
+    """
+
+    KIND: ClassVar[str] = "training"
+
+    def _checked_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``overrides`` without its ``None`` values.
+
+        Raises:
+            HemolabError: for a name that is not one of the settings.
+        """
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        known = asdict(self)  # type: ignore[call-overload]
+        unknown = set(clean) - set(known)
+        if unknown:
+            raise HemolabError(
+                f"unknown {self.KIND} settings {sorted(unknown)}: valid ones are {sorted(known)}"
+            )
+        return clean
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples), e.g. for a checkpoint's meta."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}  # type: ignore[call-overload]

@@ -39,14 +39,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hemolab.config import ProfileSettings
 from hemolab.errors import HemolabError
 from hemolab.models.patel import patel_output_size
 from hemolab.validation import check_triple
@@ -59,7 +60,7 @@ PAD_VALUE: float = 0.0
 
 # ----------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class PatelSettings:
+class PatelSettings(ProfileSettings):
     """Everything that defines a Patel training run of one profile.
 
     Attributes:
@@ -82,6 +83,8 @@ class PatelSettings:
         bn_calibration_patches: training patches over which the batch-norm statistics are recomputed
             after every epoch (:func:`recalibrate_batch_norm`; 0 keeps PyTorch's running averages).
     """
+
+    KIND: ClassVar[str] = "Patel"
 
     profile: str
     base_filters: int
@@ -122,22 +125,13 @@ class PatelSettings:
 
     def with_overrides(self, **overrides: Any) -> PatelSettings:
         """A copy with some settings changed (``None`` values are ignored); sizes are checked."""
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(clean) - set(asdict(self))
-        if unknown:
-            raise HemolabError(
-                f"unknown Patel settings {sorted(unknown)}: valid ones are {sorted(asdict(self))}"
-            )
+        clean = self._checked_overrides(overrides)
         for key in ("input_size", "inference_input_size"):
             if key in clean:
                 clean[key] = _triple(clean[key])
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (lists for tuples), e.g. for a checkpoint's meta."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
 def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSettings:

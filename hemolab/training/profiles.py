@@ -12,14 +12,14 @@ scaled down with the epoch budget so that learning-rate halving and early stoppi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
-from hemolab.errors import HemolabError
+from hemolab.config import ProfileSettings
 
 
 @dataclass(frozen=True)
-class CNNDSSettings:
+class CNNDSSettings(ProfileSettings):
     """Everything that defines a CNN-DS training run of one profile.
 
     Attributes:
@@ -38,6 +38,8 @@ class CNNDSSettings:
         deep_supervision: the paper's network; ``False`` for the ablation (notebook 05).
         grid_depths, grid_lrs, grid_dropouts: the values :func:`hemolab.training.grid_search` tries.
     """
+
+    KIND: ClassVar[str] = "CNN-DS"
 
     profile: str
     grid_size: tuple[int, int, int]
@@ -69,19 +71,10 @@ class CNNDSSettings:
 
     def with_overrides(self, **overrides: Any) -> CNNDSSettings:
         """A copy with some settings changed (``None`` values are ignored)."""
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(clean) - set(asdict(self))
-        if unknown:
-            raise HemolabError(
-                f"unknown CNN-DS settings {sorted(unknown)}: valid ones are {sorted(asdict(self))}"
-            )
+        clean = self._checked_overrides(overrides)
         if "grid_size" in clean:
             clean["grid_size"] = tuple(int(s) for s in clean["grid_size"])
         return replace(self, **clean)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values (lists for tuples), e.g. for a checkpoint's meta."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
 def _grid(profile: str) -> tuple[int, int, int]:
