@@ -26,11 +26,9 @@ WORKSPACE_ENV = "HEMOLAB_WORKSPACE"
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA device (``False`` if torch cannot even be imported)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return False
+    """Whether torch sees a CUDA device."""
+    import torch  # imported when asked: reading a profile should not pay for torch's start-up
+
     return bool(torch.cuda.is_available())
 
 

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from hemolab.config import resolve_profile, workspace_dir
 from hemolab.errors import HemolabError, HemolabFileError
+from hemolab.synth import make_cohort
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -252,7 +253,6 @@ def ensure_cohort(profile: str | None = None, seed: int = 0) -> Path:
     Returns:
         The dataset folder (load it with :func:`load_dataset`).
     """
-    from hemolab.synth import make_cohort
 
     profile = resolve_profile(profile)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

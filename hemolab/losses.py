@@ -1,6 +1,6 @@
 """The loss of CNN-DS: the soft Dice averaged over the label set, exactly as Arab et al. 2020 write it.
 
-Arab et al., *Sci Rep* 10:19389 (2020), Methods, "Neural network training" (PAPERS.md §1):
+Arab et al., *Sci Rep* 10:19389 (2020), Methods, "Neural network training" (docs/methods.md §1.5):
 
 .. math::
 
@@ -16,12 +16,19 @@ two-channel probability computes the same average but reports ``1 - mean Dice``,
 The loss is **negative**: -1 is a perfect overlap, 0 none. ``offset=True`` gives the MONAI-style
 ``1 + loss = 1 - mean Dice`` in [0, 1] (same gradients).
 
-(The Patel 2019 weighted cross-entropy lives in :mod:`hemolab.patches`.)
+The loss of the Patel 3D CNN, the categorical cross-entropy weighted per voxel by the weight map of
+Patel 2019, "Training" (docs/methods.md §2.4), is :func:`weighted_cross_entropy`.
+
+:class:`SoftDiceLoss` takes ``(logits, target)``; the training loop calls ``loss_fn(logits, batch)``:
+:class:`DiceLossOnBatch` and :class:`WeightedCELoss` adapt the two losses to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hemolab.errors import HemolabError
@@ -111,7 +118,7 @@ def soft_dice_per_label(
 
 
 class SoftDiceLoss(nn.Module):
-    """Arab 2020's soft Dice loss over the label set L = {0, 1} (PAPERS.md §1).
+    """Arab 2020's soft Dice loss over the label set L = {0, 1} (docs/methods.md §1.5).
 
     ``loss = -(1/|L|) Σ_l (2 Σ_i g_l^i p_l^i + eps) / (Σ_i (g_l^i + p_l^i) + eps)``
 
@@ -159,3 +166,71 @@ class SoftDiceLoss(nn.Module):
             dice = dice[..., 1:]
         mean = dice.mean()
         return 1.0 - mean if self.offset else -mean
+
+
+class DiceLossOnBatch(nn.Module):
+    """:class:`SoftDiceLoss` with the training loop's ``loss_fn(logits, batch)`` contract (uses ``batch["label"]``).
+
+    Args:
+        **kwargs: passed to :class:`SoftDiceLoss` (default: the paper's loss).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.dice = SoftDiceLoss(**kwargs)
+
+    def forward(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.dice(logits.float(), batch["label"])
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Categorical cross-entropy weighted per voxel (Patel 2019, "Training").
+
+    For each patch ``b``: ``loss_b = sum_v w_bv * CE_bv / sum_v w_bv``, the mean cross-entropy over the
+    voxels its weight map selects (``CE_v = -log softmax(logits_v)[target_v]``); the loss is the mean of
+    ``loss_b`` over the patches that have any weight. Normalising each patch on its own is our choice (the
+    paper does not say): pooling all voxels of a batch instead would let a background patch, whose weight
+    map is all ones, outweigh the few hundred balanced voxels of a blood patch many times over, and the
+    network would learn to call almost nothing blood. A batch with all weights 0 gives 0.
+
+    Args:
+        logits: ``(B, C, x, y, z)`` (C >= 2 classes).
+        target: class indices ``(B, x, y, z)`` or ``(B, 1, x, y, z)`` (float 0/1 is accepted).
+        weight: per-voxel weights of the same spatial shape as ``target``.
+
+    Returns:
+        A scalar tensor.
+
+    Raises:
+        HemolabError: for mismatched shapes or a single-channel ``logits``.
+    """
+    if logits.ndim < 3 or logits.shape[1] < 2:
+        raise HemolabError(
+            f"logits must be (B, C>=2, ...) for categorical cross-entropy, got {tuple(logits.shape)}"
+        )
+    if target.ndim == logits.ndim:
+        target = target[:, 0]
+    if weight.ndim == logits.ndim:
+        weight = weight[:, 0]
+    spatial = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != spatial or tuple(weight.shape) != spatial:
+        raise HemolabError(
+            f"target {tuple(target.shape)} and weight {tuple(weight.shape)} must match the logits' "
+            f"batch and spatial size {spatial}: crop labels to the network's output size"
+        )
+    ce = F.cross_entropy(logits.float(), target.round().long(), reduction="none")
+    w = weight.to(ce.dtype)
+    dims = tuple(range(1, ce.ndim))
+    w_sum = w.sum(dims)
+    per_patch = (ce * w).sum(dims) / w_sum.clamp_min(1e-8)
+    counted = w_sum > 0
+    if not bool(counted.any()):
+        return (ce * w).sum()  # 0, with a gradient path
+    return per_patch[counted].mean()
+
+
+class WeightedCELoss(torch.nn.Module):
+    """:func:`weighted_cross_entropy` with the engine's ``loss_fn(logits, batch)`` contract (uses ``batch["weight"]``)."""
+
+    def forward(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return weighted_cross_entropy(logits, batch["label"], batch["weight"])

@@ -1,4 +1,4 @@
-"""Segmentation metrics and haemorrhage volumes, one convention each (PAPERS.md §4).
+"""Segmentation metrics and haemorrhage volumes, one convention each (docs/methods.md §4).
 
 Both papers judge a segmentation ``B`` (the prediction) against a reference ``A`` (the majority of the
 raters, or one observer). Arab 2020 reports Dice, precision, recall and F1 (Results, Table 3); Patel 2019
@@ -31,7 +31,7 @@ Note that with this single boundary convention the modified HD and the contour m
 *same number*: both are the larger of the two directed mean boundary-to-boundary distances. They are
 kept as two names because Patel 2019 reports both (MHD 0.17 mm, CMD 0.49 mm on its test set): the tools
 they used evidently took different point sets (e.g. a modified HD over all voxels of ``A`` and ``B``,
-where overlapping voxels contribute zero, gives a smaller value). hemolab follows PAPERS.md §4; the
+where overlapping voxels contribute zero, gives a smaller value). hemolab follows docs/methods.md §4; the
 notebook 06 discusses the difference.
 
 Empty masks (a scan without blood, or a method that finds none) are common, so every metric is defined
@@ -61,17 +61,17 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from hemolab.validation import check_mask, check_same_shape, check_spacing, check_volume
+from hemolab.validation import check_mask, check_same_shape, check_spacing
 
 __all__ = [
     "METRIC_NAMES",
+    "OVERLAP_NAMES",
     "abc2_volume",
     "absolute_volume_difference",
     "boundary",
     "contour_mean_distance",
     "dice",
     "directed_boundary_distances",
-    "error_analysis",
     "evaluate",
     "f1_score",
     "format_mean_sd",
@@ -79,11 +79,13 @@ __all__ = [
     "hausdorff_distance",
     "hausdorff_distance_95",
     "modified_hausdorff_distance",
+    "overlap",
     "precision",
     "recall",
     "summarize",
     "summary_table",
     "volume_ml",
+    "voxel_volume_ml",
 ]
 
 #: The keys of :func:`evaluate`'s result, in the order tables show them.
@@ -100,6 +102,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "volume_pred_ml",
     "volume_ref_ml",
 )
+
+#: The keys of :func:`overlap`: the quick per-case columns (no boundary distances) that evaluation tables,
+#: ``hemolab demo``, the ablation and the notebooks share.
+OVERLAP_NAMES: tuple[str, ...] = ("dsc", "precision", "recall", "volume_pred_ml", "volume_ref_ml")
 
 #: The 6-connected cross (face neighbours) that defines a boundary voxel.
 CROSS_3D = ndi.generate_binary_structure(3, 1)
@@ -122,7 +128,7 @@ def _ratio(num: int, den: int, both_empty: bool) -> float:
 
 
 def dice(prediction, reference) -> float:
-    """Dice similarity coefficient ``DSC = 2|A∩B| / (|A| + |B|)`` (PAPERS.md §4).
+    """Dice similarity coefficient ``DSC = 2|A∩B| / (|A| + |B|)`` (docs/methods.md §4).
 
     Args:
         prediction: binary mask ``B``, indexed ``[x, y, z]``.
@@ -140,7 +146,7 @@ def dice(prediction, reference) -> float:
 
 
 def precision(prediction, reference) -> float:
-    """Precision (positive predictive value) ``|A∩B| / |B|`` (PAPERS.md §4).
+    """Precision (positive predictive value) ``|A∩B| / |B|`` (docs/methods.md §4).
 
     Returns 1.0 when both masks are empty and 0.0 when only the prediction is empty.
     """
@@ -150,7 +156,7 @@ def precision(prediction, reference) -> float:
 
 
 def recall(prediction, reference) -> float:
-    """Recall (sensitivity) ``|A∩B| / |A|`` (PAPERS.md §4).
+    """Recall (sensitivity) ``|A∩B| / |A|`` (docs/methods.md §4).
 
     Returns 1.0 when both masks are empty and 0.0 when only the reference is empty.
     """
@@ -169,8 +175,17 @@ def f1_score(prediction, reference) -> float:
 
 
 # ----------------------------------------------------------------------------------------- volumes
+def voxel_volume_ml(spacing: Sequence[float]) -> float:
+    """The volume of one voxel in millilitres: ``sx*sy*sz / 1000`` (1 mL = 1000 mm^3; docs/methods.md §4).
+
+    Raises:
+        HemolabError: for a spacing that is not three positive numbers.
+    """
+    return float(np.prod(check_spacing(spacing))) / 1000.0
+
+
 def volume_ml(mask, spacing: Sequence[float]) -> float:
-    """Volume of a mask in millilitres: ``voxels x sx*sy*sz / 1000`` (Arab 2020, Methods; PAPERS.md §4).
+    """Volume of a mask in millilitres: ``voxels x sx*sy*sz / 1000`` (Arab 2020, Methods; docs/methods.md §4).
 
     Args:
         mask: binary mask indexed ``[x, y, z]``.
@@ -179,13 +194,11 @@ def volume_ml(mask, spacing: Sequence[float]) -> float:
     Returns:
         The volume in mL (1 mL = 1000 mm^3).
     """
-    m = check_mask(mask, "mask")
-    sp = check_spacing(spacing)
-    return float(m.sum()) * float(np.prod(sp)) / 1000.0
+    return float(check_mask(mask, "mask").sum()) * voxel_volume_ml(spacing)
 
 
 def absolute_volume_difference(prediction, reference, spacing: Sequence[float]) -> float:
-    """Absolute volume difference ``AVD = |V_B - V_A| / V_A x 100`` in per cent (Patel 2019; PAPERS.md §4).
+    """Absolute volume difference ``AVD = |V_B - V_A| / V_A x 100`` in per cent (Patel 2019; docs/methods.md §4).
 
     Returns 0.0 when both masks are empty, ``inf`` when only the reference is empty.
     """
@@ -202,7 +215,7 @@ def _avd(v_b: float, v_a: float) -> float:
 
 # ----------------------------------------------------------------------------------------- distances
 def boundary(mask) -> np.ndarray:
-    """The boundary voxels ``∂X = X minus erosion(X, 6-connected cross)`` (PAPERS.md §4).
+    """The boundary voxels ``∂X = X minus erosion(X, 6-connected cross)`` (docs/methods.md §4).
 
     Voxels on the edge of the array count as boundary (the outside is background), as in MONAI's
     ``get_mask_edges``.
@@ -260,7 +273,7 @@ def _symmetric(prediction, reference, spacing, reduce) -> float:
 
 
 def hausdorff_distance(prediction, reference, spacing: Sequence[float]) -> float:
-    """Hausdorff distance ``HD = max(max_{a∈∂A} d(a, ∂B), max_{b∈∂B} d(b, ∂A))`` in mm (PAPERS.md §4).
+    """Hausdorff distance ``HD = max(max_{a∈∂A} d(a, ∂B), max_{b∈∂B} d(b, ∂A))`` in mm (docs/methods.md §4).
 
     The largest distance from a boundary voxel of either mask to the other mask's boundary: one stray
     voxel far away sets it.
@@ -272,7 +285,7 @@ def hausdorff_distance(prediction, reference, spacing: Sequence[float]) -> float
 
 
 def hausdorff_distance_95(prediction, reference, spacing: Sequence[float]) -> float:
-    """95% Hausdorff distance ``max(P95(d(∂A, ∂B)), P95(d(∂B, ∂A)))`` in mm (PAPERS.md §4).
+    """95% Hausdorff distance ``max(P95(d(∂A, ∂B)), P95(d(∂B, ∂A)))`` in mm (docs/methods.md §4).
 
     The maximum of the two *directed* 95th percentiles (linear interpolation, as ``numpy.percentile``
     and MONAI's ``compute_hausdorff_distance(..., percentile=95)``), which ignores the farthest 5% of
@@ -285,7 +298,7 @@ def hausdorff_distance_95(prediction, reference, spacing: Sequence[float]) -> fl
 
 
 def modified_hausdorff_distance(prediction, reference, spacing: Sequence[float]) -> float:
-    """Modified HD (Dubuisson & Jain 1994) ``max(mean d(∂A, ∂B), mean d(∂B, ∂A))`` in mm (PAPERS.md §4).
+    """Modified HD (Dubuisson & Jain 1994) ``max(mean d(∂A, ∂B), mean d(∂B, ∂A))`` in mm (docs/methods.md §4).
 
     Returns:
         MHD in mm; 0.0 when both masks are empty, ``inf`` when one is.
@@ -294,7 +307,7 @@ def modified_hausdorff_distance(prediction, reference, spacing: Sequence[float])
 
 
 def contour_mean_distance(prediction, reference, spacing: Sequence[float]) -> float:
-    """Contour mean distance (ITK) ``max(mean_{a∈∂A} d(a, ∂B), mean_{b∈∂B} d(b, ∂A))`` in mm (PAPERS.md §4).
+    """Contour mean distance (ITK) ``max(mean_{a∈∂A} d(a, ∂B), mean_{b∈∂B} d(b, ∂A))`` in mm (docs/methods.md §4).
 
     ITK's ``ContourMeanDistanceImageFilter`` averages, over the contour voxels of one image, the
     absolute signed distance to the other image's contour, in both directions, and keeps the larger
@@ -309,7 +322,7 @@ def contour_mean_distance(prediction, reference, spacing: Sequence[float]) -> fl
 
 # ----------------------------------------------------------------------------------------- all at once
 def evaluate(prediction, reference, spacing: Sequence[float]) -> dict[str, float]:
-    """Every metric of PAPERS.md §4 for one prediction against one reference.
+    """Every metric of docs/methods.md §4 for one prediction against one reference.
 
     Args:
         prediction: binary mask ``B`` indexed ``[x, y, z]`` (bool or 0/1).
@@ -338,7 +351,7 @@ def evaluate(prediction, reference, spacing: Sequence[float]) -> dict[str, float
         hd = float(max(d_ab.max(), d_ba.max()))
         hd95 = float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
         mhd = float(max(d_ab.mean(), d_ba.mean()))
-    voxel_ml = float(np.prod(sp)) / 1000.0
+    voxel_ml = voxel_volume_ml(sp)
     v_a, v_b = na * voxel_ml, nb * voxel_ml
     dsc = _ratio(2 * inter, na + nb, both_empty)
     return {
@@ -356,6 +369,26 @@ def evaluate(prediction, reference, spacing: Sequence[float]) -> dict[str, float
     }
 
 
+def overlap(prediction, reference, spacing: Sequence[float]) -> dict[str, float]:
+    """The overlap metrics and volumes of :func:`evaluate` without the (slower) boundary distances.
+
+    Returns:
+        A dict with keys :data:`OVERLAP_NAMES`, the same values :func:`evaluate` gives for them.
+    """
+    b, a = _pair(prediction, reference)
+    voxel_ml = voxel_volume_ml(spacing)
+    na, nb = int(a.sum()), int(b.sum())
+    inter = int(np.logical_and(a, b).sum())
+    both_empty = na == nb == 0
+    return {
+        "dsc": _ratio(2 * inter, na + nb, both_empty),
+        "precision": _ratio(inter, nb, both_empty),
+        "recall": _ratio(inter, na, both_empty),
+        "volume_pred_ml": nb * voxel_ml,
+        "volume_ref_ml": na * voxel_ml,
+    }
+
+
 # ----------------------------------------------------------------------------------------- ABC/2
 def _corner_points(ij: np.ndarray, sx: float, sy: float) -> np.ndarray:
     """The four corners (mm) of each in-plane voxel square: lengths measured edge to edge."""
@@ -365,7 +398,7 @@ def _corner_points(ij: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 
 def abc2_volume(mask, spacing: Sequence[float]) -> dict:
-    """The bedside ABC/2 volume estimate, measured automatically on a mask (PAPERS.md §4).
+    """The bedside ABC/2 volume estimate, measured automatically on a mask (docs/methods.md §4).
 
     * The axial slice (constant ``z``) with the largest bleed area is chosen.
     * ``A`` = the longest diameter of the bleed on that slice: the largest distance between two points
@@ -468,72 +501,6 @@ def format_median_iqr(values: Iterable[float], digits: int = 2) -> str:
     """``"0.91 [0.87–0.94]"`` (Patel 2019's style) over the finite values."""
     s = summarize(values)
     return f"{_fmt(s['median'], digits)} [{_fmt(s['q1'], digits)}–{_fmt(s['q3'], digits)}]"
-
-
-# ----------------------------------------------------------------------------------------- error analysis
-def error_analysis(
-    prediction,
-    reference,
-    spacing: Sequence[float],
-    image=None,
-    *,
-    dense_hu: float = 100.0,
-    bone_hu: float = 300.0,
-    near_bone_mm: float = 5.0,
-    return_masks: bool = False,
-) -> dict:
-    """Where a prediction goes wrong: the volumes of its false positives and false negatives, by kind.
-
-    The failure modes Arab 2020 shows in Fig. 2 (PAPERS.md §1): a calcification labelled as blood (a
-    false positive denser than blood, which is 40-90 HU) and blood next to bone missed (a false negative
-    close to the skull).
-
-    Args:
-        prediction: binary mask ``B``.
-        reference: binary mask ``A``.
-        spacing: voxel size in mm.
-        image: the CT in HU on the same grid (needed for the ``*_dense_*`` and ``*_near_bone_*`` values).
-        dense_hu: ``fp_dense_ml`` counts the false-positive blobs (26-connected) that are calcification-
-            like: detached from the reference, with a voxel brighter than ``dense_hu``, and no voxel within
-            ``near_bone_mm`` of bone (pineal and choroid plexus calcifications lie deep inside the head;
-            bright voxels next to the skull or a bleed are partial volume).
-        bone_hu: voxels at least this bright are bone.
-        near_bone_mm: a false-negative voxel at most this far from bone is "near bone".
-        return_masks: also return the boolean masks ``fp_dense_mask`` and ``fn_near_bone_mask`` (with an
-            ``image``), e.g. to find the slice to show.
-
-    Returns:
-        ``dict(fp_ml, fn_ml, fp_dense_ml, fn_near_bone_ml)`` (the last two NaN without ``image``), plus the
-        masks when asked for.
-    """
-    b, a = _pair(prediction, reference)
-    sp = check_spacing(spacing)
-    voxel_ml = float(np.prod(sp)) / 1000.0
-    fp, fn = b & ~a, a & ~b
-    out = {"fp_ml": float(fp.sum()) * voxel_ml, "fn_ml": float(fn.sum()) * voxel_ml}
-    if image is None:
-        return out | {"fp_dense_ml": float("nan"), "fn_near_bone_ml": float("nan")}
-    hu = check_volume(image, "image")
-    check_same_shape(a, hu, ("reference", "image"))
-    bone = hu >= bone_hu
-    dist_bone = ndi.distance_transform_edt(~bone, sampling=sp) if bone.any() else np.full(hu.shape, np.inf)
-    near_bone = dist_bone <= near_bone_mm
-    # calcification-like: a false-positive blob detached from the reference, denser than blood, away from bone
-    full = np.ones((3, 3, 3), bool)
-    lab, n = ndi.label(fp, structure=full)
-    dense_mask = np.zeros_like(fp)
-    if n:
-        touches_ref = ndi.binary_dilation(a, structure=full)
-        idx = np.arange(1, n + 1)
-        detached = ~ndi.maximum(touches_ref, lab, idx).astype(bool)
-        bright = ndi.maximum(hu, lab, idx) > dense_hu
-        away = ~ndi.maximum(near_bone, lab, idx).astype(bool)
-        dense_mask = np.isin(lab, idx[detached & bright & away])
-    out["fp_dense_ml"] = float(np.count_nonzero(dense_mask)) * voxel_ml
-    out["fn_near_bone_ml"] = float(np.count_nonzero(fn & near_bone)) * voxel_ml
-    if return_masks:
-        out |= {"fp_dense_mask": dense_mask, "fn_near_bone_mask": fn & near_bone}
-    return out
 
 
 #: How each metric is labelled in a summary table (name, unit).

@@ -105,19 +105,26 @@ def test_demo_runs_headless(tiny_cohort, capsys):
     # the tiny cohort of the session's workspace is reused; one epoch keeps it short
     assert main(["demo", "--profile", "tiny", "--epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "mean Dice" in out and "true_volume_ml" in out and "[4/4]" in out
+    assert "mean Dice" in out and "volume_ref_ml" in out and "[4/4]" in out
 
 
 def test_train_patel_arch_is_dispatched(tiny_cohort, tmp_path, monkeypatch, capsys):
-    import hemolab.patches
+    """`--arch patel` goes through the registry entry; the CLI's choices are the registry's names."""
+    import dataclasses
 
+    from hemolab import architectures
+    from hemolab.commands.train import ARCHITECTURE_NAMES
+    from hemolab.training import History
+
+    assert ARCHITECTURE_NAMES == tuple(architectures.ARCHITECTURES)
     calls = {}
 
     def fake_train_patel(data, profile, out, **kw):
         calls.update(data=data, profile=profile, out=out, **kw)
-        return "trained"
+        return History()
 
-    monkeypatch.setattr(hemolab.patches, "train_patel", fake_train_patel)
+    entry = dataclasses.replace(architectures.ARCHITECTURES["patel"], train=fake_train_patel)
+    monkeypatch.setitem(architectures.ARCHITECTURES, "patel", entry)
     rc = main(
         [
             "train",

@@ -12,6 +12,7 @@ import pytest
 
 from hemolab import course
 from hemolab.cli import main
+from hemolab.errors import HemolabError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -60,7 +61,7 @@ def test_a_checked_cell_without_a_reference_output_is_refused():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(f"{course.NBVAL_CHECK}\nprint(1)")]
     nb.cells[0]["id"] = "no-reference"
-    with pytest.raises(course.HemolabError, match="NBVAL_REFERENCES"):
+    with pytest.raises(HemolabError, match="NBVAL_REFERENCES"):
         course.with_reference_outputs(nb)
 
 
@@ -254,7 +255,7 @@ def test_update_navigation_keeps_outputs_of_other_cells(course_dir: Path):
 
 
 def test_update_navigation_refuses_a_missing_folder(tmp_path: Path):
-    with pytest.raises(course.HemolabError, match="not a folder"):
+    with pytest.raises(HemolabError, match="not a folder"):
         course.update_navigation(tmp_path / "nope")
 
 

@@ -1,4 +1,4 @@
-"""The paper's soft Dice loss (Arab 2020, PAPERS.md §1) against hand computation and MONAI's DiceLoss."""
+"""The paper's soft Dice loss (Arab 2020, docs/methods.md §1) against hand computation and MONAI's DiceLoss."""
 
 from __future__ import annotations
 

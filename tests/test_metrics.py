@@ -188,7 +188,7 @@ def test_sphere_vs_shifted_sphere():
     assert r["hd"] == pytest.approx(4.0, abs=0.5)
     assert 0.0 < r["hd95"] <= r["hd"]
     assert 0.0 < r["mhd"] < r["hd95"]
-    assert r["cmd"] == r["mhd"]  # same number under PAPERS.md §4's single boundary convention
+    assert r["cmd"] == r["mhd"]  # same number under docs/methods.md §4's single boundary convention
 
 
 def test_single_far_outlier_moves_hd_not_hd95():
@@ -444,6 +444,8 @@ def test_cli_evaluate_missing_and_mismatched_cases(tmp_path, capsys):
 
 
 def test_error_analysis():
+    from hemolab.evaluation import error_analysis
+
     spacing = (1.0, 1.0, 2.0)
     hu = np.full((30, 30, 6), 30.0)
     hu[0:2, :, :] = 1000.0  # bone along one edge
@@ -458,12 +460,12 @@ def test_error_analysis():
     hu[2, 25, 4] = 250.0
     pred[8, 12, 2] = True  # a bright false positive attached to the bleed: not calcification either
     hu[8, 12, 2] = 150.0
-    r = M.error_analysis(pred, ref, spacing, hu, near_bone_mm=3.0)
+    r = error_analysis(pred, ref, spacing, hu, near_bone_mm=3.0)
     v = 2.0 / 1000
     assert r["fn_ml"] == pytest.approx(20 * v) and r["fn_near_bone_ml"] == pytest.approx(20 * v)
     assert r["fp_ml"] == pytest.approx(7 * v) and r["fp_dense_ml"] == pytest.approx(4 * v)
-    masks = M.error_analysis(pred, ref, spacing, hu, near_bone_mm=3.0, return_masks=True)
+    masks = error_analysis(pred, ref, spacing, hu, near_bone_mm=3.0, return_masks=True)
     assert masks["fp_dense_mask"].sum() == 4 and masks["fp_dense_mask"][20:22, 20:22, 2].all()
     assert masks["fn_near_bone_mask"].sum() == 20
-    r0 = M.error_analysis(pred, ref, spacing)
+    r0 = error_analysis(pred, ref, spacing)
     assert r0["fp_ml"] == r["fp_ml"] and math.isnan(r0["fp_dense_ml"])

@@ -1,4 +1,4 @@
-"""Patel training pieces (Patel 2019, "Training"; PAPERS.md §2): weight map, weighted CE, patches, overfitting."""
+"""Patel training pieces (Patel 2019, "Training"; docs/methods.md §2.4): weight map, weighted CE, patches, overfitting."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from hemolab.errors import HemolabError
-from hemolab.patches import (
+from hemolab.losses import WeightedCELoss, weighted_cross_entropy
+from hemolab.models.inference import center_crop
+from hemolab.training.patches import (
     PatelPatchDataset,
     PatelVolume,
-    WeightedCELoss,
-    center_crop_array,
     extract_patch,
     patch_weight_map,
     patel_augmentation,
-    patel_settings,
     sample_patch,
-    weighted_cross_entropy,
 )
+from hemolab.training.patel import patel_settings
 
 # ------------------------------------------------------------------------------------------ weight map
 
@@ -135,7 +134,7 @@ def test_extract_patch_pads_with_air_and_aligns_input_output():
     assert np.array_equal(p[3:, 3:, 3:], vol[:3, :3, :3])
     # an input patch and an output patch cut around the same centre: the output is the input's centre crop
     big, small = extract_patch(vol, (5, 6, 4), 8), extract_patch(vol, (5, 6, 4), 4)
-    assert np.array_equal(center_crop_array(big, (4, 4, 4)), small)
+    assert np.array_equal(center_crop(big, (4, 4, 4)), small)
     # 124 -> 36 offset is 44 voxels (as in the network)
     inp, out = extract_patch(vol, (5, 6, 4), 124), extract_patch(vol, (5, 6, 4), 36)
     assert np.array_equal(inp[44:80, 44:80, 44:80], out)
@@ -237,7 +236,7 @@ def test_tiny_patel_overfits_small_patch_set():
 def test_recalibrate_batch_norm_sets_population_statistics_and_keeps_weights():
     """Precise BN: the first BatchNorm's running mean/var become the statistics of its input over all patches."""
     from hemolab.models.patel import Patel3DCNN
-    from hemolab.patches import recalibrate_batch_norm
+    from hemolab.training.patel import recalibrate_batch_norm
 
     torch.manual_seed(0)
     model = Patel3DCNN(base_filters=2, thick_slice=True, dropout=0.0)

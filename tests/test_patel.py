@@ -1,4 +1,4 @@
-"""The Patel 3D CNN (Patel 2019, Fig. 7; PAPERS.md §2): size arithmetic, crops, parameters, shapes."""
+"""The Patel 3D CNN (Patel 2019, Fig. 7; docs/methods.md §2): size arithmetic, crops, parameters, shapes."""
 
 from __future__ import annotations
 

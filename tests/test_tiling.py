@@ -1,4 +1,4 @@
-"""Tiled whole-scan inference and small-cluster removal (Patel 2019, "Post-processing"; PAPERS.md §2)."""
+"""Tiled whole-scan inference and small-cluster removal (Patel 2019, "Post-processing"; docs/methods.md §2.5)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from hemolab.errors import HemolabError
 from hemolab.models.patel import Patel3DCNN
-from hemolab.tiling import (
+from hemolab.segment import (
     aligned_stride,
     component_volumes_ml,
     remove_small_components,
@@ -180,17 +180,17 @@ def test_remove_small_components_matches_scipy_peer():
 @pytest.mark.slow
 def test_train_patel_checkpoint_and_segment_scan(tiny_cohort, tmp_path):
     """train_patel -> best.pt -> load_checkpoint rebuilds the network -> segment_scan / segment_patel."""
+    from hemolab.architectures import load_checkpoint, segment_scan
     from hemolab.datasets import load_dataset
     from hemolab.io import array_from_image
-    from hemolab.segment import SegmentationResult, segment_scan
-    from hemolab.tiling import segment_patel
-    from hemolab.training import load_checkpoint
+    from hemolab.segment import SegmentationResult, segment_patel
 
     history = train_patel_small(tiny_cohort, tmp_path / "run")
     assert history.epochs == 1 and (tmp_path / "run" / "best.pt").is_file()
     model, meta = load_checkpoint(tmp_path / "run" / "best.pt", device="cpu")
     assert isinstance(model, Patel3DCNN) and model.thick_slice and model.base_filters == 2
-    assert meta["arch"] == "patel" and meta["output_size"] == [20, 20, 8] and meta["min_component_ml"] == 0.1
+    assert meta.arch == "patel" and meta.output_size == (20, 20, 8) and meta.min_component_ml == 0.1
+    assert meta.hu_window == (-200.0, 200.0) and meta.restrict_to_cranial_cavity and meta.version == 2
 
     case = load_dataset(tiny_cohort).test[0]
     image = case.load_image()
@@ -213,18 +213,27 @@ def test_train_patel_checkpoint_and_segment_scan(tiny_cohort, tmp_path):
 
 
 def train_patel_small(root, run_dir):
-    from hemolab.patches import train_patel
+    from hemolab.training import train_patel
 
     return train_patel(
-        root, "tiny", run_dir, epochs=1, progress=False, base_filters=2, patches_per_epoch=2, val_patches=2
+        root,
+        "tiny",
+        run_dir,
+        max_epochs=1,
+        progress=False,
+        base_filters=2,
+        patches_per_epoch=2,
+        val_patches=2,
     )
 
 
-def test_train_patel_takes_max_epochs_as_an_override_too(tiny_cohort, tmp_path):
-    from hemolab.patches import train_patel
+def test_train_patel_and_train_cnnds_share_one_signature():
+    """The two drivers take the same arguments (the registry calls either the same way)."""
+    import inspect
 
-    kw = dict(progress=False, base_filters=2, patches_per_epoch=2, val_patches=2)
-    history = train_patel(tiny_cohort, "tiny", tmp_path / "a", max_epochs=1, **kw)
-    assert history.epochs == 1
-    with pytest.raises(HemolabError, match="disagree"):
-        train_patel(tiny_cohort, "tiny", tmp_path / "b", epochs=1, max_epochs=2, **kw)
+    from hemolab.training import train_cnnds, train_patel
+
+    def names(f):
+        return [p.name for p in inspect.signature(f).parameters.values()]
+
+    assert names(train_patel) == [n for n in names(train_cnnds) if n != "loaders"]

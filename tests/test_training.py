@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
+from hemolab.architectures import build_model, ensure_checkpoint, load_checkpoint
+from hemolab.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
 from hemolab.training import (
     History,
+    Hook,
     StopTraining,
     cnnds_settings,
     dice_metric,
     fit,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
 )
 
 
@@ -226,7 +226,6 @@ def test_profile_settings():
 
 # ------------------------------------------------------------------- tests that need the CNN-DS network
 def test_checkpoint_round_trip_cnnds(tmp_path):
-    models = pytest.importorskip("hemolab.models")
     kwargs = {
         "in_channels": 1,
         "out_channels": 1,
@@ -235,39 +234,82 @@ def test_checkpoint_round_trip_cnnds(tmp_path):
         "dropout": 0.3,
         "deep_supervision": True,
     }
-    model = models.build_model("cnnds", **kwargs).eval()
-    path = save_checkpoint(tmp_path / "best.pt", model, {"arch": "cnnds", "model_kwargs": kwargs})
+    model = build_model("cnnds", **kwargs).eval()
+    meta = CheckpointMeta(
+        arch="cnnds", model_kwargs=kwargs, profile="tiny", hu_window=(0, 100), grid_size=(32, 32, 16)
+    )
+    path = save_checkpoint(tmp_path / "best.pt", model, meta)
     loaded, meta = load_checkpoint(path, device="cpu")
-    assert meta["arch"] == "cnnds" and not loaded.training
+    assert (
+        meta.arch == "cnnds" and meta.version == 2 and meta.grid_size == (32, 32, 16) and not loaded.training
+    )
     x = torch.rand(1, 1, 32, 32, 16)
     with torch.inference_mode():
         np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     torch.load(path, weights_only=True)
     # wrong arch in the meta: a clear error
-    save_checkpoint(tmp_path / "wrong.pt", model, {"arch": "unet9000", "model_kwargs": {}})
-    with pytest.raises(HemolabError):
+    save_checkpoint(tmp_path / "wrong.pt", model, meta.replace(arch="unet9000"))
+    with pytest.raises(HemolabError, match="unknown network architecture 'unet9000'"):
         load_checkpoint(tmp_path / "wrong.pt")
+    # a version-1 meta (hemolab 0.1, a plain dict) is still read, with the paper's window
+    save_checkpoint(
+        tmp_path / "v1.pt", model, {"arch": "cnnds", "model_kwargs": kwargs, "grid_size": [32, 32, 16]}
+    )
+    _, old = load_checkpoint(tmp_path / "v1.pt", device="cpu")
+    assert old.hu_window == (0.0, 100.0) and old.threshold == 0.5 and old.version == 2
+    save_checkpoint(tmp_path / "future.pt", model, {**meta.to_dict(), "version": 99})
+    with pytest.raises(HemolabError, match="newer hemolab"):
+        load_checkpoint(tmp_path / "future.pt")
 
 
 # ------------------------------------------------------------------- on the tiny synthetic cohort
 def test_ensure_checkpoint_trains_once(tiny_cohort, capsys):
-    pytest.importorskip("hemolab.models.cnnds")
-    from hemolab.training import ensure_checkpoint
-
     path = ensure_checkpoint("cnnds", "tiny")
     assert path.is_file() and path.name == "best.pt" and path.parent.name == "cnnds-tiny"
-    assert "no checkpoint from notebook 03 found" in capsys.readouterr().out
+    assert "no CNN-DS checkpoint from notebook 03 found" in capsys.readouterr().out
     model, meta = load_checkpoint(path, device="cpu")
-    assert meta["arch"] == "cnnds" and meta["grid_size"] == list(cnnds_settings("tiny").grid_size)
+    assert meta.arch == "cnnds" and meta.grid_size == cnnds_settings("tiny").grid_size
     assert ensure_checkpoint("cnnds", "tiny") == path  # found now: no training
     assert "training" not in capsys.readouterr().out
-    with pytest.raises(HemolabError, match="unknown architecture"):
+    with pytest.raises(HemolabError, match="unknown network architecture"):
         ensure_checkpoint("unet", "tiny")
 
 
+def test_ensure_checkpoint_finishes_an_interrupted_run_and_says_so(tiny_cohort, capsys):
+    """A best.pt from a run killed mid-way (a Binder session timing out) is not used silently."""
+    from hemolab.architectures import checkpoint_path, run_status
+    from hemolab.training import train_cnnds
+
+    path = checkpoint_path("cnnds", "tiny")
+    settings = cnnds_settings("tiny")
+
+    def interrupt(epoch, history):
+        if epoch == 1:
+            raise StopTraining
+
+    train_cnnds(tiny_cohort, "tiny", path.parent, progress=False, overwrite=True, resume=False)
+    assert run_status(path.parent)["finished"]
+    # the same run killed after its first epoch (the loop CNN-DS training uses, stopped by a callback)
+    from hemolab.losses import DiceLossOnBatch
+    from hemolab.training.cnnds import cnnds_meta, make_loaders_for
+
+    model = build_model("cnnds", **settings.model_kwargs())
+    fit(
+        model, torch.optim.Adam(model.parameters()), DiceLossOnBatch(), *make_loaders_for(tiny_cohort, settings),
+        max_epochs=settings.max_epochs, run_dir=path.parent, overwrite=True, progress=False,
+        callbacks=[interrupt], meta=cnnds_meta(settings),
+    )  # fmt: skip
+    status = run_status(path.parent)
+    assert not status["finished"] and status["epochs"] == 1 and status["max_epochs"] == settings.max_epochs
+    capsys.readouterr()
+    assert ensure_checkpoint("cnnds", "tiny") == path
+    out = capsys.readouterr().out
+    assert "interrupted after 1 of 3 epochs: resuming it" in out
+    assert run_status(path.parent)["finished"]
+
+
 def test_grid_search_corner(tiny_cohort, tmp_path):
-    pytest.importorskip("hemolab.models.cnnds")
-    from hemolab.training import grid_search
+    from hemolab.experiments import grid_search
 
     frame = grid_search(tiny_cohort, "tiny", max_epochs=1, run_root=tmp_path, progress=False)
     assert len(frame) == 2 and set(frame["depth"]) == {2, 3}
@@ -275,7 +317,7 @@ def test_grid_search_corner(tiny_cohort, tmp_path):
     assert all((tmp_path / p).joinpath("best.pt").is_file() for p in frame["run_dir"])
 
 
-def test_before_validation_runs_between_training_and_validation(tmp_path):
+def test_hook_runs_between_training_and_validation(tmp_path):
     """The hook sees the model after each epoch's training pass, before its validation pass."""
     order: list[str] = []
 
@@ -288,9 +330,24 @@ def test_before_validation_runs_between_training_and_validation(tmp_path):
             order.append("train" if self.training else "eval")
             return self.net(x)
 
-    def hook(model):
-        assert isinstance(model, Recorder)
-        order.append("hook")
+    class Record(Hook):
+        def before_validation(self, trainer):
+            assert isinstance(trainer.model, Recorder) and trainer.model.training
+            order.append("hook")
 
-    _fit(Recorder(), soft_dice_loss, one_case(), tmp_path / "run", max_epochs=2, before_validation=hook)
-    assert order == ["train", "hook", "eval"] * 2
+        def after_epoch(self, trainer, epoch):
+            order.append(f"end {epoch}")
+
+    _fit(Recorder(), soft_dice_loss, one_case(), tmp_path / "run", max_epochs=2, hooks=[Record()])
+    assert order == ["train", "hook", "eval", "end 1", "train", "hook", "eval", "end 2"]
+
+
+def test_monitor_val_dice_keeps_the_epoch_with_the_best_dice(tmp_path):
+    """monitor="val_dice": the best epoch is the one with the highest validation Dice, not the lowest loss."""
+    model = TinyNet()
+    history = _fit(model, soft_dice_loss, one_case(), tmp_path / "run", max_epochs=4, monitor="val_dice")
+    dices = history.val_dice
+    assert history.monitor == "val_dice" and history.best_val_dice == max(dices)
+    assert history.best_epoch == 1 + dices.index(max(dices))
+    with pytest.raises(HemolabError, match="monitor"):
+        _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "bad", max_epochs=1, monitor="accuracy")

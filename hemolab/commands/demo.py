@@ -34,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from hemolab.architectures import load_checkpoint, segment_scan
     from hemolab.config import resolve_profile, workspace_dir
     from hemolab.datasets import ensure_cohort, load_dataset
+    from hemolab.evaluation import evaluate_cases
     from hemolab.io import read_scan, sample_scan_path
-    from hemolab.segment import evaluate_cases, segment_scan
-    from hemolab.training import load_checkpoint, train_cnnds
+    from hemolab.training import train_cnnds
 
     profile = resolve_profile(args.profile)
     start = time.perf_counter()
@@ -67,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     print("[3/4] segmenting the test cases")
     table, _ = evaluate_cases(dataset.test, model, meta, progress=not args.quiet)
-    shown = table[["case_id", "true_volume_ml", "pred_volume_ml", "dice", "precision", "recall", "seconds"]]
+    shown = table[["case_id", "volume_ref_ml", "volume_pred_ml", "dsc", "precision", "recall", "seconds"]]
     with pd.option_context("display.width", 120, "display.precision", 3):
         print(shown.to_string(index=False))
     print(
-        f"      mean Dice {table['dice'].mean():.3f} (the paper, full size on real scans: 0.84 +/- 0.06); "
-        f"mean |volume error| {(table['pred_volume_ml'] - table['true_volume_ml']).abs().mean():.2f} mL"
+        f"      mean Dice {table['dsc'].mean():.3f} (the paper, full size on real scans: 0.84 +/- 0.06); "
+        f"mean |volume error| {(table['volume_pred_ml'] - table['volume_ref_ml']).abs().mean():.2f} mL"
     )
 
     print("[4/4] segmenting the real sample scan (GE head CT, no reference label)")

@@ -29,22 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also write the probability map (on the scan's grid) here",
     )
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold (default: the checkpoint's, 0.5 in the papers)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from hemolab.architectures import load_checkpoint, segment_scan
     from hemolab.io import read_scan, write_image
-    from hemolab.segment import segment_scan
-    from hemolab.training import load_checkpoint
 
     out = Path(args.out)
     outputs = [out] + ([Path(args.probability)] if args.probability else [])
     for path in outputs:  # refuse before spending time on the network
         if path.exists() and not args.overwrite:
             raise HemolabExistsError(f"{path} exists: pass --overwrite to replace it")
-    if not 0 < args.threshold < 1:
+    if args.threshold is not None and not 0 < args.threshold < 1:
         raise HemolabError(f"--threshold must lie strictly between 0 and 1, got {args.threshold}")
     model, meta = load_checkpoint(args.model, device=args.device)
     image = read_scan(args.scan)
@@ -53,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     if args.probability:
         write_image(result.probability, args.probability, overwrite=args.overwrite)
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items())
-    print(f"haemorrhage volume: {result.volume_ml:.2f} mL")
+    print(f"haemorrhage volume: {result.volume_ml:.2f} mL (threshold {result.threshold:g})")
     print(f"time: {result.seconds:.2f} s ({stages}); mask written to {out}")
     return 0

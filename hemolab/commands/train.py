@@ -15,6 +15,10 @@ from hemolab.errors import HemolabError, HemolabFileError
 
 HELP = "train CNN-DS (or the Patel 3D CNN) on a dataset folder"
 
+#: The names ``--arch`` accepts: the keys of hemolab.architectures.ARCHITECTURES (checked by a test; written
+#: out here so that ``hemolab --help`` does not import torch).
+ARCHITECTURE_NAMES: tuple[str, ...] = ("cnnds", "patel")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -25,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--arch",
-        choices=("cnnds", "patel"),
+        choices=tuple(ARCHITECTURE_NAMES),
         default="cnnds",
         help="network: cnnds (Arab 2020, default) or patel (Patel 2019)",
     )
@@ -58,33 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise HemolabError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out)
-    if args.arch == "patel":
-        try:
-            from hemolab.patches import train_patel
-        except ImportError as exc:
-            raise HemolabError(
-                "--arch patel needs hemolab.patches.train_patel, which is not available here"
-            ) from exc
-        result = train_patel(
-            data,
-            args.profile,
-            out,
-            epochs=args.epochs,
-            seed=args.seed,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            device=args.device,
-            progress=not args.quiet,
-        )
-        print(getattr(result, "summary", lambda: str(result))())
-        print(f"best checkpoint: {out / 'best.pt'}")
-        return 0
-
+    from hemolab.architectures import get_architecture
     from hemolab.config import resolve_profile
-    from hemolab.training import train_cnnds
 
+    entry = get_architecture(args.arch)
     profile = resolve_profile(args.profile)
-    history = train_cnnds(
+    history = entry.train(
         data,
         profile,
         out,
@@ -95,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_epochs=args.epochs,
     )
-    print(f"CNN-DS ({profile} profile): {history.summary()}")
+    print(f"{entry.title} ({profile} profile): {history.summary()}")
     print(f"best checkpoint: {out / 'best.pt'}   history: {out / 'history.csv'}")
     return 0

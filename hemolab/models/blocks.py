@@ -1,7 +1,7 @@
 """The building blocks of CNN-DS, one class per module of the paper's Fig. 4.
 
 Arab et al., *Sci Rep* 10:19389 (2020), Methods, "Neural network architecture", which builds on the
-"improved U-Net" of Isensee et al. (BraTS 2017; PAPERS.md §1):
+"improved U-Net" of Isensee et al. (BraTS 2017; docs/methods.md §1):
 
 * :class:`ConvNormAct` -- a convolution followed by instance normalisation and a leaky ReLU (slope
   0.01): Isensee uses leaky ReLUs "for all feature map computing convolutions" and instance instead of

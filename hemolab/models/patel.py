@@ -1,4 +1,4 @@
-"""The Patel 3D CNN: a 3D U-Net with *valid* (unpadded) convolutions (Patel 2019; PAPERS.md §2).
+"""The Patel 3D CNN: a 3D U-Net with *valid* (unpadded) convolutions (Patel 2019; docs/methods.md §2).
 
 Patel et al., *Sci Rep* 9:17858 (2019), Methods, "Network architecture" and Fig. 7: the 3D U-Net of
 Çiçek et al. with four scales.
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from hemolab.errors import HemolabError
+from hemolab.models.inference import center_crop
 
 #: Number of scales (Fig. 7): fixed, as in the paper.
 N_SCALES = 4
@@ -233,15 +234,6 @@ class _ConvPair(nn.Sequential):
         )
 
 
-def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Crop the spatial axes of ``x`` (B, C, x, y, z) centrally to ``size`` (the "crop" of Fig. 7)."""
-    slices = [slice(None), slice(None)]
-    for have, want in zip(x.shape[2:], size, strict=True):
-        start = (have - want) // 2
-        slices.append(slice(start, start + want))
-    return x[tuple(slices)]
-
-
 class _HybridSizeMethod:
     """``Patel3DCNN.output_size(124)`` on the class, ``model.output_size(124)`` using the model's variant."""
 
@@ -256,7 +248,7 @@ class Patel3DCNN(nn.Module):
 
     Args:
         in_channels: input channels (1: the CT clipped to [-200, 200] HU and scaled to [0, 1]).
-        n_classes: output classes (2: background, haemorrhage); softmax over them gives probabilities.
+        out_channels: output classes (2: background, haemorrhage); softmax over them gives probabilities.
         base_filters: filters of the first convolution (the paper: 32; 4-16 fit a CPU). The encoder
             produces ``2*base * 2**s`` channels at scale ``s`` (64, 128, 256, 512 for 32).
         thick_slice: the PATCH variant: no pooling / up-scaling along z (input e.g. 124x124x40).
@@ -270,7 +262,7 @@ class Patel3DCNN(nn.Module):
 
     Shapes:
         input ``(B, in_channels, x, y, z)`` with sizes accepted by :meth:`output_size`;
-        output ``(B, n_classes, x - 88, y - 88, z - 88)`` (``z - 28`` for the thick-slice variant).
+        output ``(B, out_channels, x - 88, y - 88, z - 88)`` (``z - 28`` for the thick-slice variant).
     """
 
     output_size = _HybridSizeMethod()
@@ -278,21 +270,21 @@ class Patel3DCNN(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        n_classes: int = 2,
+        out_channels: int = 2,
         base_filters: int = 32,
         thick_slice: bool = False,
         dropout: float = 0.5,
         negative_slope: float = 0.01,
     ):
         super().__init__()
-        if base_filters < 1 or in_channels < 1 or n_classes < 1:
+        if base_filters < 1 or in_channels < 1 or out_channels < 1:
             raise HemolabError(
-                f"in_channels, n_classes and base_filters must be positive, got {in_channels}, {n_classes}, {base_filters}"
+                f"in_channels, out_channels and base_filters must be positive, got {in_channels}, {out_channels}, {base_filters}"
             )
         if not 0.0 <= dropout < 1.0:
             raise HemolabError(f"dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
-        self.n_classes = n_classes
+        self.out_channels = out_channels
         self.base_filters = base_filters
         self.thick_slice = bool(thick_slice)
         f = base_filters
@@ -314,10 +306,10 @@ class Patel3DCNN(nn.Module):
             out = enc[s][1]  # 256, 128, 64 for base 32
             self.decoders.append(_ConvPair(cin + skip, out, out, negative_slope))
             cin = out
-        self.head = nn.Conv3d(cin, n_classes, 1)
+        self.head = nn.Conv3d(cin, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, n_classes, *output_size)`` for an input ``(B, in_channels, *input_size)``.
+        """Logits ``(B, out_channels, *output_size)`` for an input ``(B, in_channels, *input_size)``.
 
         Raises:
             HemolabError: for a wrong number of dimensions or channels, or a size that does not fit.

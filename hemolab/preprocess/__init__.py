@@ -20,12 +20,14 @@ from typing import Any
 from hemolab.preprocess.cavity import cranial_cavity_array, cranial_cavity_mask, fill_holes_per_slice
 from hemolab.preprocess.intensity import (
     CNNDS_HU_RANGE,
+    PAD_VALUE,
     PATEL_HU_RANGE,
     SLICE_UNET_WINDOW,
     clip_cnnds,
     close_label,
     curvature_denoise,
     normalise_patel,
+    scale_window,
     window_zscore,
 )
 from hemolab.preprocess.prepare import prepare_cnnds, prepare_label, prepare_patel
@@ -61,6 +63,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CNNDS_GRIDS",
     "CNNDS_HU_RANGE",
+    "PAD_VALUE",
     "PATEL_HU_RANGE",
     "SLICE_UNET_WINDOW",
     "CheckHUd",
@@ -78,6 +81,7 @@ __all__ = [
     "fill_holes_per_slice",
     "grid_for_size",
     "normalise_patel",
+    "scale_window",
     "patel_augmentation",
     "patel_transforms",
     "prepare_cnnds",

@@ -1,6 +1,6 @@
 """The cranial cavity of a head CT, from the CT alone: everything inside the skull that is not bone.
 
-Patel 2019 ("Pre-processing"; PAPERS.md §2) restricts both the training samples and the predictions to the
+Patel 2019 ("Pre-processing"; docs/methods.md §2) restricts both the training samples and the predictions to the
 cranial cavity -- "all intracranial soft tissue and CSF" -- which they segmented with multi-atlas
 registration (about 6 minutes per scan). hemolab uses a fast threshold-and-morphology stand-in that needs
 no atlas (a few seconds per scan):
@@ -35,6 +35,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from hemolab.errors import HemolabError
+from hemolab.io import array_from_image, image_from_array
 from hemolab.validation import check_hu
 
 #: Where the cavity ends at the skull on the original grid: a voxel half bone (~1000-1400 HU) and half
@@ -196,7 +197,7 @@ def cranial_cavity_mask(
 ) -> sitk.Image:
     """The cranial cavity (intracranial soft tissue and CSF) of a head CT, from the CT alone.
 
-    Patel 2019, "Pre-processing" (PAPERS.md §2) restricts training samples and predictions to this region;
+    Patel 2019, "Pre-processing" (docs/methods.md §2) restricts training samples and predictions to this region;
     they used multi-atlas registration, hemolab a fast skull-threshold-and-morphology stand-in (module
     docstring). Seconds per scan.
 
@@ -222,7 +223,6 @@ def cranial_cavity_mask(
         )
     if image.GetDimension() != 3:
         raise HemolabError(f"image must be 3D, got a {image.GetDimension()}D image")
-    from hemolab.io import array_from_image, image_from_array
 
     cavity = cranial_cavity_array(
         array_from_image(image),

@@ -4,7 +4,7 @@
   hemolab then divides by 100 so the network sees [0, 1] (:func:`hemolab.preprocess.prepare_cnnds`).
 * Patel 3D CNN (Patel 2019, "Pre-processing"): HU clipped to [-200, 200] and scaled to [0, 1]
   (:func:`normalise_patel`).
-* The slice-based 2D U-Net baseline of Arab 2020 (Table 3; PAPERS.md §1): a 30-130 HU window, a z-score
+* The slice-based 2D U-Net baseline of Arab 2020 (Table 3; docs/methods.md §1): a 30-130 HU window, a z-score
   (:func:`window_zscore`), curvature-driven denoising (:func:`curvature_denoise`) and morphological closing of
   the training labels (:func:`close_label`).
 
@@ -20,13 +20,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from hemolab.errors import HemolabError
+from hemolab.io import array_from_image, image_from_array
 from hemolab.validation import check_hu, check_mask, check_volume
 
 #: CNN-DS intensity range in HU (Arab 2020, Methods).
 CNNDS_HU_RANGE: tuple[float, float] = (0.0, 100.0)
 #: Patel 3D CNN intensity range in HU (Patel 2019, "Pre-processing").
 PATEL_HU_RANGE: tuple[float, float] = (-200.0, 200.0)
-#: Window of the slice-based 2D U-Net baseline (PAPERS.md §1, "Baselines").
+#: The value of air after either network's scaling to [0, 1] (anything below the HU window maps to 0):
+#: what patches and tiles are padded with beyond the scan.
+PAD_VALUE: float = 0.0
+#: Window of the slice-based 2D U-Net baseline (docs/methods.md §1, "Baselines").
 SLICE_UNET_WINDOW: tuple[float, float] = (30.0, 130.0)
 
 
@@ -47,6 +51,30 @@ def clip_cnnds(arr) -> np.ndarray:
     return np.clip(hu, lo, hi).astype(np.float32, copy=False)
 
 
+def scale_window(arr, window: Sequence[float]) -> np.ndarray:
+    """Clip HU to ``window = (low, high)`` and scale linearly to [0, 1]: what both networks are fed.
+
+    CNN-DS: [0, 100] HU (Arab 2020, Methods, "Preprocessing"; hemolab divides by 100 after the paper's
+    clipping); Patel: [-200, 200] HU (Patel 2019, "Pre-processing"). A checkpoint stores its window
+    (:class:`hemolab.checkpoint.CheckpointMeta`) and inference uses it.
+
+    Args:
+        arr: a CT volume ``[x, y, z]`` in HU.
+        window: ``(low, high)`` in HU, ``low < high``.
+
+    Returns:
+        float32 array in [0, 1].
+
+    Raises:
+        HemolabError: if ``arr`` is not a 3D volume in HU, or for a bad window.
+    """
+    lo, hi = (float(w) for w in window)
+    if not lo < hi:
+        raise HemolabError(f"window must be (low, high) with low < high in HU, got {tuple(window)}")
+    hu = check_hu(arr, "image")
+    return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
 def normalise_patel(arr) -> np.ndarray:
     """Patel 3D CNN normalisation: HU clipped to [-200, 200] and scaled linearly to [0, 1] (Patel 2019).
 
@@ -61,15 +89,13 @@ def normalise_patel(arr) -> np.ndarray:
     Raises:
         HemolabError: if ``arr`` is not a 3D volume in Hounsfield units.
     """
-    hu = check_hu(arr, "image")
-    lo, hi = PATEL_HU_RANGE
-    return ((np.clip(hu, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    return scale_window(arr, PATEL_HU_RANGE)
 
 
 def window_zscore(arr, window: Sequence[float] = SLICE_UNET_WINDOW, mask=None) -> np.ndarray:
     """The slice-based 2D U-Net baseline's intensity step: clip to a HU window, then z-score.
 
-    PAPERS.md §1, "Baselines": window 30-130 HU, z-score. The mean and standard deviation are taken over
+    docs/methods.md §1, "Baselines": window 30-130 HU, z-score. The mean and standard deviation are taken over
     ``mask`` when given (e.g. the cranial cavity: the statistics of the brain, not of the air around the
     head), else over the whole clipped volume.
 
@@ -112,7 +138,7 @@ def curvature_denoise(
     method: str = "flow",
     conductance: float = 3.0,
 ) -> sitk.Image:
-    """Curvature-driven denoising (the slice-based 2D U-Net baseline, PAPERS.md §1), with SimpleITK.
+    """Curvature-driven denoising (the slice-based 2D U-Net baseline, docs/methods.md §1), with SimpleITK.
 
     ``method="flow"`` is ITK's CurvatureFlow (level sets move with their curvature: noise, which is
     highly curved, is smoothed away fast, while the large, gently curved edge of a bleed hardly moves);
@@ -154,7 +180,7 @@ def curvature_denoise(
 def close_label(mask, radius: int | Sequence[int] = 1):
     """Morphological closing of a binary label (dilate, then erode): fills small gaps and notches.
 
-    The slice-based 2D U-Net baseline closed its training labels (PAPERS.md §1, "Baselines"), smoothing
+    The slice-based 2D U-Net baseline closed its training labels (docs/methods.md §1, "Baselines"), smoothing
     the raters' jagged outlines. A ball of ``radius`` voxels, with SimpleITK's BinaryMorphologicalClosing
     (``SafeBorder`` on, so that a label touching the edge of the volume is not eaten).
 
@@ -173,12 +199,9 @@ def close_label(mask, radius: int | Sequence[int] = 1):
     if len(rad) != 3 or min(rad) < 0:
         raise HemolabError(f"radius must be a non-negative integer or three of them, got {radius!r}")
     if isinstance(mask, sitk.Image):
-        from hemolab.io import array_from_image
-
         check_mask(array_from_image(mask), "mask")
         closed = sitk.BinaryMorphologicalClosing(sitk.Cast(mask, sitk.sitkUInt8), rad, sitk.sitkBall, 1, True)
         return closed
-    from hemolab.io import array_from_image, image_from_array
 
     arr = check_mask(check_volume(mask, "mask"), "mask")
     closed = sitk.BinaryMorphologicalClosing(

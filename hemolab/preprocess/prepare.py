@@ -14,7 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from hemolab.errors import HemolabError
-from hemolab.preprocess.intensity import clip_cnnds, normalise_patel
+from hemolab.io import array_from_image
+from hemolab.preprocess.intensity import CNNDS_HU_RANGE, PATEL_HU_RANGE, scale_window
 from hemolab.preprocess.resample import (
     _check_image,
     _check_size,
@@ -22,19 +23,23 @@ from hemolab.preprocess.resample import (
     resample_to_size,
     resample_to_spacing,
 )
-from hemolab.validation import check_hu
+from hemolab.validation import check_hu, check_mask
 
 
 def _hu_array(image: sitk.Image) -> np.ndarray:
-    from hemolab.io import array_from_image
 
     return check_hu(array_from_image(image), "image")
 
 
-def prepare_cnnds(image: sitk.Image, size: Sequence[int], depth: int | None = None) -> np.ndarray:
+def prepare_cnnds(
+    image: sitk.Image,
+    size: Sequence[int],
+    depth: int | None = None,
+    hu_window: Sequence[float] = CNNDS_HU_RANGE,
+) -> np.ndarray:
     """A CT as the CNN-DS network sees it: whole head on a fixed grid, [0, 100] HU divided by 100.
 
-    Arab 2020, Methods, "Preprocessing" (PAPERS.md §1): linear resampling to 128x128x64 voxels (field of
+    Arab 2020, Methods, "Preprocessing" (docs/methods.md §1): linear resampling to 128x128x64 voxels (field of
     view kept, :func:`resample_to_size`), HU < 0 -> 0 and HU > 100 -> 100 (:func:`clip_cnnds`); hemolab then
     divides by 100 so the input lies in [0, 1].
 
@@ -42,6 +47,7 @@ def prepare_cnnds(image: sitk.Image, size: Sequence[int], depth: int | None = No
         image: the CT in HU (SimpleITK image, e.g. from :func:`hemolab.io.read_scan`).
         size: the grid ``(x, y, z)``, e.g. :func:`hemolab.preprocess.cnnds_grid`.
         depth: if given, also check that the grid fits a CNN-DS of this depth (:func:`check_grid_for_cnnds`).
+        hu_window: the HU range scaled to [0, 1] (the paper: [0, 100]; a checkpoint stores its own).
 
     Returns:
         float32 array ``[x, y, z]`` of shape ``size`` with values in [0, 1].
@@ -52,22 +58,27 @@ def prepare_cnnds(image: sitk.Image, size: Sequence[int], depth: int | None = No
     image = _check_image(image)
     size_t = check_grid_for_cnnds(size, depth) if depth is not None else _check_size(size)
     _hu_array(image)  # the scan must be in HU before anything else
-    from hemolab.io import array_from_image
 
     resampled = array_from_image(resample_to_size(image, size_t, is_label=False))
-    return (clip_cnnds(resampled) / np.float32(100.0)).astype(np.float32)
+    return scale_window(resampled, hu_window)
 
 
-def prepare_patel(image: sitk.Image, spacing: Sequence[float] | None = None) -> np.ndarray:
+def prepare_patel(
+    image: sitk.Image,
+    spacing: Sequence[float] | None = None,
+    hu_window: Sequence[float] = PATEL_HU_RANGE,
+) -> np.ndarray:
     """A CT as the Patel 3D CNN sees it: [-200, 200] HU scaled to [0, 1], on its own grid or resampled.
 
-    Patel 2019, "Pre-processing" (PAPERS.md §2). The paper trained and tested on each data set's native
-    resolution; ``spacing`` resamples first (linear, :func:`resample_to_spacing`) when a model trained at
-    one voxel size is applied to scans of another.
+    Patel 2019, "Pre-processing" (docs/methods.md §2.2). Patel 2019 resampled its data to 5 mm slices;
+    hemolab keeps each scan on its own grid by default (the synthetic cohorts already have thick slices);
+    ``spacing`` resamples first (linear, :func:`resample_to_spacing`) when a model trained at one voxel
+    size is applied to scans of another.
 
     Args:
         image: the CT in HU (SimpleITK image).
         spacing: optional voxel size ``(sx, sy, sz)`` in mm to resample to; ``None`` keeps the grid.
+        hu_window: the HU range scaled to [0, 1] (the paper: [-200, 200]; a checkpoint stores its own).
 
     Returns:
         float32 array ``[x, y, z]`` in [0, 1].
@@ -78,10 +89,8 @@ def prepare_patel(image: sitk.Image, spacing: Sequence[float] | None = None) -> 
     image = _check_image(image)
     hu = _hu_array(image)
     if spacing is not None:
-        from hemolab.io import array_from_image
-
         hu = array_from_image(resample_to_spacing(image, spacing, is_label=False))
-    return normalise_patel(hu)
+    return scale_window(hu, hu_window)
 
 
 def prepare_label(
@@ -100,7 +109,6 @@ def prepare_label(
     Raises:
         HemolabError: for a non-binary label, or both ``size`` and ``spacing`` given.
     """
-    from hemolab.io import array_from_image
 
     label = _check_image(label, "label")
     if size is not None and spacing is not None:
@@ -110,7 +118,5 @@ def prepare_label(
     elif spacing is not None:
         label = resample_to_spacing(label, spacing, is_label=True)
     else:
-        from hemolab.validation import check_mask
-
         return check_mask(array_from_image(label), "label")
     return array_from_image(label).astype(bool)

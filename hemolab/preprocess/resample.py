@@ -1,7 +1,7 @@
 """Resampling a scan (or its label) onto another voxel grid, with SimpleITK, keeping the physical geometry.
 
 CNN-DS resamples every whole-head scan to a fixed grid of 128x128x64 voxels (Arab 2020, Methods,
-"Preprocessing"; PAPERS.md §1): the *field of view* stays the same, so the voxels get bigger (about
+"Preprocessing"; docs/methods.md §1): the *field of view* stays the same, so the voxels get bigger (about
 1.8x1.8x2.4 mm from 0.45x0.45x2.7 mm). The image is interpolated linearly, the label with the nearest
 neighbour so that it stays binary. A prediction made on that grid is mapped back onto the original scan
 with :func:`resample_like`.
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from hemolab.config import resolve_profile
 from hemolab.errors import HemolabError
 from hemolab.validation import check_spacing
 
@@ -54,7 +55,6 @@ def cnnds_grid(profile: str | None = None) -> tuple[int, int, int]:
     Returns:
         The grid size.
     """
-    from hemolab.config import resolve_profile
 
     return CNNDS_GRIDS[resolve_profile(profile)]
 
@@ -194,13 +194,14 @@ def _resample_onto(
     size: Sequence[int],
     spacing: Sequence[float],
     origin: Sequence[float],
-    direction: Sequence[float],
+    direction: Sequence[float] | None = None,
     *,
     is_label: bool,
     interpolator: str | None,
-    default_value: float | None,
-    name: str,
+    default_value: float | None = None,
 ) -> sitk.Image:
+    direction = image.GetDirection() if direction is None else direction
+    name = "label" if is_label else "image"
     interp = _choose_interpolator(image, is_label, interpolator, name)
     src = image if is_label else sitk.Cast(image, sitk.sitkFloat32)  # no rounding of interpolated HU
     transform = sitk.Transform()
@@ -256,7 +257,7 @@ def resample_to_size(
     """Resample a scan to a fixed number of voxels, keeping its field of view (CNN-DS's 128x128x64 grid).
 
     Arab 2020, Methods, "Preprocessing": every whole-head CT is resampled to 128x128x64 voxels, linear
-    interpolation for the image and nearest neighbour for the label (PAPERS.md §1). The physical extent
+    interpolation for the image and nearest neighbour for the label (docs/methods.md §1). The physical extent
     and the direction are kept; the spacing becomes ``old_spacing * old_size / size`` and the origin moves
     by half the change of voxel size (see the module docstring).
 
@@ -279,17 +280,7 @@ def resample_to_size(
     image = _check_image(image)
     size_t = _check_size(size)
     spacing, origin = grid_for_size(image, size_t)
-    return _resample_onto(
-        image,
-        size_t,
-        spacing,
-        origin,
-        image.GetDirection(),
-        is_label=is_label,
-        interpolator=interpolator,
-        default_value=None,
-        name="label" if is_label else "image",
-    )
+    return _resample_onto(image, size_t, spacing, origin, is_label=is_label, interpolator=interpolator)
 
 
 def resample_to_spacing(
@@ -327,17 +318,7 @@ def resample_to_spacing(
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
     centre = np.array(image.GetOrigin(), dtype=float) + direction @ ((old_size - 1) / 2.0 * old_sp)
     origin = centre - direction @ ((new_size - 1) / 2.0 * new_sp)
-    return _resample_onto(
-        image,
-        new_size,
-        new_sp,
-        origin,
-        image.GetDirection(),
-        is_label=is_label,
-        interpolator=interpolator,
-        default_value=None,
-        name="label" if is_label else "image",
-    )
+    return _resample_onto(image, new_size, new_sp, origin, is_label=is_label, interpolator=interpolator)
 
 
 def resample_like(
@@ -379,7 +360,6 @@ def resample_like(
         is_label=is_label,
         interpolator=interpolator,
         default_value=default_value,
-        name="label" if is_label else "image",
     )
 
 

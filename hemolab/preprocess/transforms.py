@@ -49,6 +49,7 @@ from monai.transforms import (
 )
 
 from hemolab.errors import HemolabError
+from hemolab.io import array_from_image, image_from_array, read_label, read_scan
 from hemolab.preprocess.intensity import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.preprocess.resample import _check_size, resample_to_spacing
 from hemolab.validation import check_hu, check_mask, check_spacing
@@ -67,7 +68,6 @@ def _affine_of(image: sitk.Image) -> np.ndarray:
 
 def _image_of(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     """A SimpleITK image from an ``[x, y, z]`` array and the 4x4 matrix of :func:`_affine_of`."""
-    from hemolab.io import image_from_array
 
     aff = np.asarray(affine, dtype=float)
     spacing = np.linalg.norm(aff[:3, :3], axis=0)
@@ -80,17 +80,10 @@ def _read(value: Any, is_label: bool) -> sitk.Image | np.ndarray:
         return value
     if isinstance(value, str | os.PathLike):
         path = Path(value)
-        try:  # hemolab.io's readers: DICOM folders, canonical orientation, clear errors
-            from hemolab.io import read_label, read_scan
-        except ImportError:  # pragma: no cover - older hemolab.io
-            read_scan = read_label = None
         if not path.exists():
             raise HemolabError(f"cannot load {path}: no such file or folder")
-        if is_label and read_label is not None:
-            return read_label(path)
-        if not is_label and read_scan is not None:
-            return read_scan(path)
-        return sitk.ReadImage(str(path))
+        # hemolab.io's readers: DICOM folders, canonical orientation, clear errors
+        return read_label(path) if is_label else read_scan(path)
     return np.asarray(value)
 
 
@@ -114,7 +107,6 @@ class LoadScand(MapTransform):
         self.image_key = image_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from hemolab.io import array_from_image
 
         d = dict(data)
         for key in self.key_iterator(d):
@@ -176,7 +168,6 @@ class ResampleToSpacingd(MapTransform):
         self.image_key = image_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from hemolab.io import array_from_image
 
         d = dict(data)
         for key in self.key_iterator(d):

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from hemolab.config import resolve_profile
 from hemolab.errors import HemolabError, HemolabExistsError
+from hemolab.io import image_from_array, write_image
 from hemolab.synth.anatomy import build_head
 from hemolab.synth.bleeds import BLEED_TYPES, VOLUME_RANGE_ML, apply_bleed, make_bleed
 from hemolab.synth.grid import Grid
@@ -316,7 +317,6 @@ def _fmt(value) -> str:
 
 def write_case(case: SynthCase, root: Path) -> None:
     """Write one generated case's files into a dataset folder."""
-    from hemolab.io import image_from_array, write_image
 
     g = case.grid
     cid = case.plan.case_id

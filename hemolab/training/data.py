@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from hemolab.datasets import load_dataset
 from hemolab.errors import HemolabError
+from hemolab.preprocess import prepare_cnnds, prepare_label
 
 
 def preprocess_case(case, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """One case of a hemolab dataset on the CNN-DS grid: ``(image in [0, 1], binary label)``, ``[x, y, z]``."""
-    from hemolab.preprocess import prepare_cnnds, prepare_label
-
     arr = np.asarray(prepare_cnnds(case.load_image(), tuple(size)), dtype=np.float32)
     label = np.asarray(prepare_label(case.load_label(), size=tuple(size)), dtype=bool)
     if arr.shape != tuple(size) or label.shape != tuple(size):
@@ -50,8 +51,6 @@ class CachedCNNDSDataset(Dataset):
     def __init__(
         self, cases: Sequence[Any], size: Sequence[int], *, augment: bool = False, progress: bool = False
     ):
-        from tqdm.auto import tqdm
-
         if not cases:
             raise HemolabError("no cases given: the dataset split is empty")
         self.size = tuple(int(s) for s in size)
@@ -109,8 +108,6 @@ def make_cnnds_loaders(
     Raises:
         HemolabError: if the dataset has no training or no validation cases.
     """
-    from hemolab.datasets import load_dataset
-
     if isinstance(dataset, str | os.PathLike):
         dataset = load_dataset(dataset)
     if not dataset.train:

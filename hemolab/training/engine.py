@@ -1,17 +1,25 @@
-"""The training loop shared by CNN-DS and the Patel 3D CNN.
+"""The training loop shared by CNN-DS and the Patel 3D CNN: a small trainer with hooks, and :func:`fit`.
 
-Implements the schedule of Arab et al. 2020, Methods, "Training" (PAPERS.md §1):
+Implements the schedule of Arab et al. 2020, Methods, "Training" (docs/methods.md §1.5):
 
-* the learning rate is halved when the validation loss has not improved for ``lr_patience`` = 10 epochs
-  (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, ``factor=0.5``);
-* training stops early after ``stop_patience`` = 50 epochs without improvement of the validation loss;
-* the weights of the epoch with the lowest validation loss are kept (``run_dir/best.pt``).
+* the learning rate is halved when the monitored validation value has not improved for ``lr_patience``
+  = 10 epochs (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, ``factor=0.5``);
+* training stops early after ``stop_patience`` = 50 epochs without improvement;
+* the weights of the best epoch are kept (``run_dir/best.pt``).
+
+The paper monitors the validation loss; ``monitor="val_dice"`` monitors the validation Dice instead (a
+profile's choice, e.g. when the loss on a few validation scans is dominated by the background).
+
+:class:`Trainer` is the loop cut into its steps -- :meth:`~Trainer.start` (a new run, or resume one),
+:meth:`~Trainer.train_epoch`, :meth:`~Trainer.validate`, :meth:`~Trainer.end_epoch` (schedule, best
+epoch, checkpoints, history) -- and :class:`Hook` objects are called between them (e.g. Patel's
+batch-norm recalibration before each validation). :func:`fit` is the one call the notebooks make.
 
 Engineering around it: ``run_dir/last.pt`` is written after every epoch with the optimizer, scheduler,
 gradient-scaler and random-generator states and the history, so an interrupted run continues where it
 stopped (``resume=True``); a per-epoch history goes to ``run_dir/history.csv``; mixed precision
-(:func:`torch.autocast` + :class:`torch.amp.GradScaler`) on CUDA; ``tqdm`` progress bars; an optional
-live loss plot in notebooks.
+(:func:`torch.autocast` + :class:`torch.amp.GradScaler`) on CUDA, bfloat16 autocast on a CPU that runs it
+natively when asked; ``tqdm`` progress bars; an optional live loss plot in notebooks.
 
 Data contract: loaders yield dicts with tensors ``"image"`` ``(B, 1, x, y, z)``, ``"label"`` and
 optionally ``"weight"``; ``loss_fn(logits, batch) -> Tensor``; ``metric_fn(logits, batch) -> float``.
@@ -19,178 +27,43 @@ optionally ``"weight"``; ``loss_fn(logits, batch) -> Tensor``; ``metric_fn(logit
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from hemolab.errors import HemolabError, HemolabExistsError
-from hemolab.training.checkpoint import (
+from hemolab import metrics
+from hemolab.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointMeta,
     atomic_torch_save,
     finite_or_none,
     read_checkpoint,
     save_checkpoint,
     to_primitive,
 )
+from hemolab.config import get_device, seed_everything
+from hemolab.errors import HemolabError, HemolabExistsError
+from hemolab.models.inference import center_crop, foreground_probability
+from hemolab.training.history import History
+from hemolab.training.live_plot import LivePlot
 
-HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds")
-
-
-@dataclass
-class History:
-    """What happened in each epoch of :func:`fit`, plus how the run ended.
-
-    Attributes:
-        rows: one dict per epoch with :data:`HISTORY_COLUMNS` (``epoch`` counts from 1).
-        best_epoch: the epoch with the lowest validation loss (its weights are in ``best.pt``).
-        best_val_loss: that loss.
-        best_val_dice: the validation Dice of that epoch.
-        stopped_early: whether early stopping ended the run.
-        lr_reductions: the epochs after which the learning rate was lowered.
-        run_dir: where the checkpoints and ``history.csv`` are.
-    """
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_val_loss: float = math.inf
-    best_val_dice: float = math.nan
-    stopped_early: bool = False
-    lr_reductions: list[int] = field(default_factory=list)
-    run_dir: Path | None = None
-
-    def column(self, name: str) -> list[float]:
-        """One column of the history, e.g. ``history.column("val_loss")``."""
-        return [row[name] for row in self.rows]
-
-    @property
-    def epochs(self) -> int:
-        """Number of epochs run so far."""
-        return len(self.rows)
-
-    @property
-    def train_loss(self) -> list[float]:
-        return self.column("train_loss")
-
-    @property
-    def val_loss(self) -> list[float]:
-        return self.column("val_loss")
-
-    @property
-    def val_dice(self) -> list[float]:
-        return self.column("val_dice")
-
-    @property
-    def lr(self) -> list[float]:
-        return self.column("lr")
-
-    @property
-    def seconds(self) -> float:
-        """Total training time over all epochs (including those of an earlier, resumed run)."""
-        return float(sum(self.column("seconds")))
-
-    def to_frame(self):
-        """The history as a :class:`pandas.DataFrame` (one row per epoch)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows, columns=list(HISTORY_COLUMNS))
-
-    def write_csv(self, path: str | os.PathLike) -> Path:
-        """Write the history to a CSV file (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(HISTORY_COLUMNS))
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: row[k] for k in HISTORY_COLUMNS})
-        os.replace(tmp, path)
-        return path
-
-    def state_dict(self) -> dict[str, Any]:
-        """Primitive values only, for a ``weights_only`` checkpoint."""
-        return {
-            "rows": [{k: float(r[k]) for k in HISTORY_COLUMNS} for r in self.rows],
-            "best_epoch": self.best_epoch,
-            "best_val_loss": finite_or_none(self.best_val_loss),
-            "best_val_dice": finite_or_none(self.best_val_dice),
-            "stopped_early": self.stopped_early,
-            "lr_reductions": list(self.lr_reductions),
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], run_dir: Path | None = None) -> History:
-        rows = [dict(r) for r in state.get("rows", [])]
-        for r in rows:
-            r["epoch"] = int(r["epoch"])
-        best = state.get("best_val_loss")
-        dice = state.get("best_val_dice")
-        return cls(
-            rows=rows,
-            best_epoch=state.get("best_epoch"),
-            best_val_loss=math.inf if best is None else float(best),
-            best_val_dice=math.nan if dice is None else float(dice),
-            stopped_early=bool(state.get("stopped_early", False)),
-            lr_reductions=[int(e) for e in state.get("lr_reductions", [])],
-            run_dir=run_dir,
-        )
-
-    def summary(self) -> str:
-        """One line: epochs, best epoch and its validation loss / Dice, early stop, time."""
-        how = "stopped early" if self.stopped_early else "ran to the epoch limit"
-        return (
-            f"{self.epochs} epochs ({how}); best epoch {self.best_epoch}: validation loss "
-            f"{self.best_val_loss:.4f}, validation Dice {self.best_val_dice:.3f}; "
-            f"learning rate lowered after epochs {self.lr_reductions or 'none'}; {self.seconds:.1f} s"
-        )
+LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]
+MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 
 
 class StopTraining(Exception):
     """Raise from a callback to end :func:`fit` cleanly after the current epoch (state is saved)."""
-
-
-def center_crop_like(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Crop ``target`` (B, C, x, y, z) centrally to the spatial size of ``like`` (valid-convolution outputs)."""
-    if target.shape[2:] == like.shape[2:]:
-        return target
-    slices = [slice(None), slice(None)]
-    for t, s in zip(target.shape[2:], like.shape[2:], strict=True):
-        if s > t:
-            raise HemolabError(
-                f"cannot crop a label of size {tuple(target.shape[2:])} to {tuple(like.shape[2:])}"
-            )
-        start = (t - s) // 2
-        slices.append(slice(start, start + s))
-    return target[tuple(slices)]
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Foreground probability (B, 1, ...) from logits: sigmoid for 1 channel, softmax[:, 1] for 2."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits.float())
-    return torch.softmax(logits.float(), dim=1)[:, 1:2]
-
-
-def dice_metric(logits: torch.Tensor, batch: Mapping[str, torch.Tensor], threshold: float = 0.5) -> float:
-    """Default validation metric: the hard Dice 2|A∩B|/(|A|+|B|) of the thresholded prediction (PAPERS.md §4).
-
-    Averaged over the batch; a case where both masks are empty counts as 1.
-    """
-    pred = probabilities(logits) >= threshold
-    ref = center_crop_like(batch["label"].to(pred.device), pred)
-    ref = (ref[:, :1] > 0.5) if ref.shape[1] == 1 else (ref.argmax(1, keepdim=True) > 0)
-    dims = tuple(range(1, pred.ndim))
-    inter = (pred & ref).sum(dims).float()
-    total = pred.sum(dims).float() + ref.sum(dims).float()
-    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-    return float(dice.mean())
 
 
 def _rng_state() -> dict[str, Any]:
@@ -237,85 +110,364 @@ def _to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bo
     return out
 
 
-def _run_epoch(
-    model,
-    loader,
-    loss_fn,
-    device,
-    *,
-    optimizer=None,
-    scaler=None,
-    amp=False,
-    metric_fn=None,
-    bar=None,
-    channels_last=False,
-) -> tuple[float, float]:
-    """One pass over ``loader``: trains when ``optimizer`` is given. Returns (mean loss, mean metric)."""
-    train = optimizer is not None
-    model.train(train)
-    losses: list[float] = []
-    metrics: list[float] = []
-    ctx = torch.enable_grad() if train else torch.inference_mode()
-    with ctx:
-        for batch in loader:
-            batch = _to_device(batch, device, channels_last)
-            with torch.autocast(device.type, enabled=amp):
-                logits = model(batch["image"])
-                loss = loss_fn(logits, batch)
-            if not torch.isfinite(loss):
-                raise HemolabError(
-                    f"the loss became {float(loss)} (not finite): lower the learning rate, or check the data "
-                    "(images scaled to [0, 1], labels binary)"
-                )
-            if train:
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            losses.append(float(loss.detach()))
-            if metric_fn is not None:
-                metrics.append(float(metric_fn(logits.detach().float(), batch)))
-            if bar is not None:
+def dice_metric(logits: torch.Tensor, batch: Mapping[str, torch.Tensor], threshold: float = 0.5) -> float:
+    """Default validation metric: the hard Dice (:func:`hemolab.metrics.dice`) of the thresholded prediction.
+
+    The label is cropped to the output's size (valid-convolution networks); averaged over the batch; a
+    case where both masks are empty counts as 1 (docs/methods.md §4).
+    """
+    pred = (foreground_probability(logits) >= threshold)[:, 0].cpu().numpy()
+    label = batch["label"]
+    label = label[:, 0] if label.ndim == logits.ndim else label
+    ref = center_crop(label.detach().cpu(), pred.shape[-3:]).numpy() > 0.5
+    return float(np.mean([metrics.dice(p, r) for p, r in zip(pred, ref, strict=True)]))
+
+
+class Hook:
+    """Something to do at fixed points of every epoch; override what you need.
+
+    ``before_validation`` runs after the epoch's training pass, ``after_epoch`` after its checkpoints
+    are written; raise :class:`StopTraining` from ``after_epoch`` to end the run cleanly.
+    """
+
+    def before_validation(self, trainer: Trainer) -> None:
+        """Called with the trainer after the training pass of each epoch."""
+
+    def after_epoch(self, trainer: Trainer, epoch: int) -> None:
+        """Called after each epoch's checkpoints and history are written."""
+
+
+class _CallbackHook(Hook):
+    def __init__(self, fn: Callable[[int, History], None]):
+        self.fn = fn
+
+    def after_epoch(self, trainer: Trainer, epoch: int) -> None:
+        self.fn(epoch, trainer.history)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning-rate halving and early stopping of Arab 2020 ("Training").
+
+    Attributes:
+        max_epochs: the epoch limit. lr_patience: epochs without improvement before the learning rate
+        is multiplied by ``lr_factor``. stop_patience: epochs without improvement before stopping.
+        monitor: ``"val_loss"`` (the paper) or ``"val_dice"``.
+    """
+
+    max_epochs: int
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    stop_patience: int = 50
+    monitor: str = "val_loss"
+
+    def __post_init__(self) -> None:
+        if int(self.max_epochs) < 1:
+            raise HemolabError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        if self.lr_patience < 0 or self.stop_patience < 1 or not 0 < self.lr_factor < 1:
+            raise HemolabError(
+                f"need lr_patience >= 0, stop_patience >= 1 and 0 < lr_factor < 1; got {self.lr_patience}, "
+                f"{self.stop_patience}, {self.lr_factor}"
+            )
+        if self.monitor not in MONITORS:
+            raise HemolabError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+
+    @property
+    def mode(self) -> str:
+        """``"min"`` for a loss, ``"max"`` for a Dice."""
+        return "min" if self.monitor == "val_loss" else "max"
+
+
+class Trainer:
+    """The training loop of :func:`fit`, one step per method (see the module docstring).
+
+    Args:
+        model, optimizer, loss_fn, metric_fn: as for :func:`fit`.
+        schedule: the :class:`Schedule`.
+        run_dir: folder for ``best.pt``, ``last.pt`` and ``history.csv``.
+        device: a torch device. amp: mixed precision on CUDA. cpu_bf16: bfloat16 autocast on the CPU.
+        channels_last: the channels-last 3D memory layout for model and images.
+        meta: the checkpoint meta written with every checkpoint.
+        hooks: :class:`Hook` objects.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        *,
+        schedule: Schedule,
+        run_dir: Path,
+        metric_fn: MetricFn | None = dice_metric,
+        device: torch.device,
+        amp: bool = False,
+        cpu_bf16: bool = False,
+        channels_last: bool = False,
+        meta: CheckpointMeta | Mapping[str, Any] | None = None,
+        hooks: Sequence[Hook] = (),
+    ):
+        self.model, self.optimizer, self.loss_fn, self.metric_fn = model, optimizer, loss_fn, metric_fn
+        self.schedule, self.run_dir, self.device = schedule, Path(run_dir), device
+        self.amp = bool(amp and device.type == "cuda")
+        self.cpu_bf16 = bool(cpu_bf16 and device.type == "cpu")
+        self.channels_last = channels_last
+        self.meta = meta
+        self.hooks = list(hooks)
+        self.best_path = self.run_dir / "best.pt"
+        self.last_path = self.run_dir / "last.pt"
+        self.csv_path = self.run_dir / "history.csv"
+        self.history = History(run_dir=self.run_dir, monitor=schedule.monitor)
+        self.since_best = 0
+        model.to(device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last_3d)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=schedule.mode,
+            factor=schedule.lr_factor,
+            patience=schedule.lr_patience,
+            threshold=0.0,
+        )  # threshold 0: "improved" means strictly better, the same test as early stopping
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+
+    # ------------------------------------------------------------------------------------- start
+    def start(self, *, seed: int, resume: bool, overwrite: bool) -> bool:
+        """Begin a new run (seeded, stale files removed) or continue the one in ``run_dir``; whether it resumed.
+
+        Raises:
+            HemolabExistsError: if ``run_dir`` holds checkpoints and neither ``resume`` nor ``overwrite``.
+            HemolabError: if ``last.pt`` holds a different network.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        existing = [p for p in (self.best_path, self.last_path) if p.exists()]
+        if existing and not (resume or overwrite):
+            raise HemolabExistsError(
+                f"{self.run_dir} already holds checkpoints ({', '.join(p.name for p in existing)}): pass "
+                "resume=True to continue that run, overwrite=True to start again, or choose another run_dir"
+            )
+        if self.last_path.exists() and resume and not overwrite:
+            self._load_last()
+            return True
+        seed_everything(seed)
+        for stale in (self.best_path, self.last_path, self.csv_path):
+            if stale.exists():
+                stale.unlink()
+        return False
+
+    def _load_last(self) -> None:
+        state = read_checkpoint(self.last_path, device="cpu")
+        try:
+            self.model.load_state_dict(state["model_state"])
+        except RuntimeError as exc:
+            raise HemolabError(
+                f"{self.last_path} holds a different network than the one given (cannot resume): {exc}; "
+                "pass overwrite=True to start again or choose another run_dir"
+            ) from exc
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.scheduler.load_state_dict(state["scheduler_state"])
+        # the settings given now apply
+        self.scheduler.patience, self.scheduler.factor = self.schedule.lr_patience, self.schedule.lr_factor
+        if state.get("scaler_state"):
+            self.scaler.load_state_dict(state["scaler_state"])
+        self.history = History.from_state_dict(state["history"], run_dir=self.run_dir)
+        self.since_best = int(state.get("since_best", 0))
+        _set_rng_state(state["rng_state"])
+
+    # ----------------------------------------------------------------------------------- epochs
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda")
+        if self.cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def _step(self, batch: Mapping[str, Any], train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = _to_device(batch, self.device, self.channels_last and train)
+        with self._autocast():
+            logits = self.model(batch["image"])
+            loss = self.loss_fn(logits, batch)
+        if not torch.isfinite(loss):
+            raise HemolabError(
+                f"the loss became {float(loss)} (not finite): lower the learning rate, or check the data "
+                "(images scaled to [0, 1], labels binary)"
+            )
+        if train:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach(), logits.detach()
+
+    def train_epoch(self, loader: Iterable) -> float:
+        """One pass over the training data, one optimiser step per batch; the mean loss."""
+        self.model.train()
+        losses = [float(self._step(batch, train=True)[0]) for batch in loader]
+        if not losses:
+            raise HemolabError("the training loader yielded no batch: the training set is empty")
+        return float(np.mean(losses))
+
+    def validate(self, loader: Iterable) -> tuple[float, float]:
+        """The mean loss and mean ``metric_fn`` over the validation data (network in eval mode)."""
+        self.model.eval()
+        losses, values = [], []
+        with torch.inference_mode():
+            for batch in loader:
+                loss, logits = self._step(batch, train=False)
+                losses.append(float(loss))
+                if self.metric_fn is not None:
+                    values.append(float(self.metric_fn(logits.float(), batch)))
+        if not losses:
+            raise HemolabError("the validation loader yielded no batch: the validation set is empty")
+        return float(np.mean(losses)), (float(np.mean(values)) if values else math.nan)
+
+    def _improved(self, val_loss: float, val_dice: float) -> bool:
+        h = self.history
+        if self.schedule.monitor == "val_loss":
+            return val_loss < h.best_val_loss
+        return h.best_epoch is None or (math.isfinite(val_dice) and not val_dice <= h.best_val_dice)
+
+    def end_epoch(
+        self, epoch: int, train_loss: float, val_loss: float, val_dice: float, seconds: float
+    ) -> bool:
+        """Schedule, history, best epoch and checkpoints after an epoch; whether early stopping says stop."""
+        h = self.history
+        lr_used = float(self.optimizer.param_groups[0]["lr"])
+        self.scheduler.step(val_loss if self.schedule.monitor == "val_loss" else val_dice)
+        if float(self.optimizer.param_groups[0]["lr"]) < lr_used:
+            h.lr_reductions.append(epoch)
+        h.rows.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+             "lr": lr_used, "seconds": seconds}
+        )  # fmt: skip
+        improved = self._improved(val_loss, val_dice)
+        if improved:
+            h.best_epoch, h.best_val_loss, h.best_val_dice = epoch, val_loss, val_dice
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        h.stopped_early = self.since_best >= self.schedule.stop_patience
+        meta = self._meta(epoch)
+        if improved:
+            save_checkpoint(self.best_path, self.model, meta, overwrite=True)
+        self._save_last(meta)
+        h.write_csv(self.csv_path)
+        return h.stopped_early
+
+    def _meta(self, epoch: int) -> CheckpointMeta | dict[str, Any]:
+        h = self.history
+        progress = {
+            "best_epoch": h.best_epoch,
+            "best_val_loss": finite_or_none(h.best_val_loss),
+            "best_val_dice": finite_or_none(h.best_val_dice),
+            "epochs_run": epoch,
+        }
+        if isinstance(self.meta, CheckpointMeta):
+            return self.meta.replace(**progress)
+        return {**dict(self.meta or {}), **progress}
+
+    def _save_last(self, meta: CheckpointMeta | Mapping[str, Any]) -> None:
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "meta": meta.to_dict() if isinstance(meta, CheckpointMeta) else to_primitive(meta, "meta"),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": to_primitive(self.scheduler.state_dict(), "scheduler_state"),
+                "scaler_state": self.scaler.state_dict() if self.amp else None,
+                "history": self.history.state_dict(),
+                "since_best": self.since_best,
+                "rng_state": _rng_state(),
+            },
+            self.last_path,
+        )
+
+    # -------------------------------------------------------------------------------------- run
+    def run(self, train_loader: Iterable, val_loader: Iterable | None, *, progress: bool = True,
+            live_plot: bool = False, resumed: bool = False) -> History:  # fmt: skip
+        """Epochs from where the history ends to the limit or an early stop; the :class:`History`."""
+        h, limit = self.history, self.schedule.max_epochs
+        start_epoch = h.epochs + 1
+        if h.stopped_early or start_epoch > limit:
+            if progress:
+                print(f"nothing to do: the run in {self.run_dir} already finished ({h.summary()})")
+            return h
+        if resumed and progress:
+            print(f"resuming the run in {self.run_dir} at epoch {start_epoch}")
+        plot = None
+        if live_plot:
+            plot = LivePlot(max_epochs=limit)
+            plot.update(h)
+        bar = tqdm(
+            total=limit, initial=h.epochs, desc="epochs", unit="epoch", disable=not progress, leave=True
+        )
+        try:
+            for epoch in range(start_epoch, limit + 1):
+                t0 = time.perf_counter()
+                train_loss = self.train_epoch(train_loader)
+                for hook in self.hooks:
+                    hook.before_validation(self)
+                if val_loader is not None:
+                    val_loss, val_dice = self.validate(val_loader)
+                else:
+                    val_loss, val_dice = train_loss, math.nan
+                stop = self.end_epoch(epoch, train_loss, val_loss, val_dice, time.perf_counter() - t0)
                 bar.update(1)
-    if not losses:
-        raise HemolabError("a data loader yielded no batch: the training or validation set is empty")
-    return float(np.mean(losses)), (float(np.mean(metrics)) if metrics else math.nan)
+                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", dice=f"{val_dice:.3f}",
+                                lr=f"{h.rows[-1]['lr']:.1e}")  # fmt: skip
+                if plot is not None:
+                    plot.update(h)
+                for hook in self.hooks:
+                    try:
+                        hook.after_epoch(self, epoch)
+                    except StopTraining:
+                        stop = True
+                if stop:
+                    break
+        finally:
+            bar.close()
+            if plot is not None:
+                plot.close()
+        return h
 
 
 def fit(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor],
+    loss_fn: LossFn,
     train_loader: Iterable,
     val_loader: Iterable | None,
     *,
     max_epochs: int,
     run_dir: str | os.PathLike,
-    metric_fn: Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float] | None = dice_metric,
+    metric_fn: MetricFn | None = dice_metric,
     lr_patience: int = 10,
     lr_factor: float = 0.5,
     stop_patience: int = 50,
+    monitor: str = "val_loss",
     device=None,
     amp: bool | None = None,
+    cpu_bf16: bool = False,
     seed: int = 0,
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
     live_plot: bool = False,
-    meta: Mapping[str, Any] | None = None,
+    meta: CheckpointMeta | Mapping[str, Any] | None = None,
+    hooks: Sequence[Hook] = (),
     callbacks: Sequence[Callable[[int, History], None]] = (),
     channels_last: bool = False,
-    before_validation: Callable[[torch.nn.Module], None] | None = None,
 ) -> History:
-    """Train ``model`` with the schedule of Arab 2020 (Methods, "Training"; PAPERS.md §1).
+    """Train ``model`` with the schedule of Arab 2020 (Methods, "Training"; docs/methods.md §1.5).
 
-    Each epoch: one pass over ``train_loader`` (Adam step per batch in the paper), one over
-    ``val_loader``; the learning rate is multiplied by ``lr_factor`` when the validation loss has not
-    improved for ``lr_patience`` epochs (:class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`: the
-    reduction happens at the ``lr_patience + 1``-th epoch without improvement); training stops after
-    ``stop_patience`` epochs without improvement. The epoch with the lowest validation loss is saved to
-    ``run_dir/best.pt``; ``run_dir/last.pt`` (everything needed to resume) and ``run_dir/history.csv``
-    are written after every epoch.
+    Each epoch: one pass over ``train_loader`` (an optimiser step per batch), one over ``val_loader``;
+    the learning rate is multiplied by ``lr_factor`` when the monitored value has not improved for
+    ``lr_patience`` epochs (:class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`: the reduction happens
+    at the ``lr_patience + 1``-th epoch without improvement); training stops after ``stop_patience``
+    epochs without improvement. The best epoch is saved to ``run_dir/best.pt``; ``run_dir/last.pt``
+    (everything needed to resume) and ``run_dir/history.csv`` are written after every epoch.
 
     Args:
         model: the network; its forward returns logits.
@@ -330,24 +482,22 @@ def fit(
         lr_patience: epochs without improvement before the learning rate is lowered (paper: 10).
         lr_factor: the factor it is multiplied by (paper: 0.5).
         stop_patience: epochs without improvement before stopping (paper: 50).
+        monitor: ``"val_loss"`` (the paper) or ``"val_dice"`` (the validation metric, higher is better).
         device: ``None`` = CUDA if available, else CPU.
         amp: mixed precision; ``None`` = on for CUDA, off on the CPU.
+        cpu_bf16: bfloat16 autocast when training on a CPU (about 2.5x faster per step where the CPU
+            runs bfloat16 natively; ``benchmarks/README.md``).
         seed: seeds Python, NumPy and torch at the start of a new run.
-        resume: if ``run_dir/last.pt`` exists, continue that run (its history continues) instead of
-            refusing to start.
+        resume: if ``run_dir/last.pt`` exists, continue that run instead of refusing to start.
         overwrite: start afresh even though ``run_dir`` holds checkpoints (they are replaced).
         progress: show a tqdm progress bar.
         live_plot: in a notebook, show the loss curves updated after every epoch.
-        meta: what :func:`~hemolab.training.load_checkpoint` needs to rebuild the model (``arch``,
-            ``model_kwargs``) and what inference needs (``profile``, ``grid_size``, ...); saved in
-            every checkpoint together with the best epoch and its metrics.
-        callbacks: functions ``cb(epoch, history)`` called after each epoch (after the checkpoints
-            are written); raise :class:`StopTraining` to end the run cleanly.
-        channels_last: use the channels-last 3D memory layout for the model and the images (the
-            oneDNN convolutions on a CPU run about twice as fast with it; same numbers).
-        before_validation: ``fn(model)`` called after each epoch's training pass and before its
-            validation pass, e.g. to recompute batch-norm statistics
-            (:func:`hemolab.patches.recalibrate_batch_norm`).
+        meta: the :class:`~hemolab.checkpoint.CheckpointMeta` saved in every checkpoint (with the best
+            epoch and its metrics filled in).
+        hooks: :class:`Hook` objects called before each validation and after each epoch.
+        callbacks: functions ``cb(epoch, history)`` called after each epoch; raise :class:`StopTraining`
+            to end the run cleanly.
+        channels_last: use the channels-last 3D memory layout for the model and the training images.
 
     Returns:
         The :class:`History` (``history.run_dir`` is ``run_dir``).
@@ -356,217 +506,13 @@ def fit(
         HemolabExistsError: if ``run_dir`` holds checkpoints and neither ``resume`` nor ``overwrite``.
         HemolabError: for bad settings or a loss that is not finite.
     """
-    from tqdm.auto import tqdm
-
-    from hemolab.config import get_device, seed_everything
-
-    if int(max_epochs) < 1:
-        raise HemolabError(f"max_epochs must be at least 1, got {max_epochs}")
-    if lr_patience < 0 or stop_patience < 1 or not 0 < lr_factor < 1:
-        raise HemolabError(
-            f"need lr_patience >= 0, stop_patience >= 1 and 0 < lr_factor < 1; got {lr_patience}, "
-            f"{stop_patience}, {lr_factor}"
-        )
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path, csv_path = run_dir / "best.pt", run_dir / "last.pt", run_dir / "history.csv"
-    existing = [p for p in (best_path, last_path) if p.exists()]
-    if existing and not (resume or overwrite):
-        raise HemolabExistsError(
-            f"{run_dir} already holds checkpoints ({', '.join(p.name for p in existing)}): pass resume=True to "
-            "continue that run, overwrite=True to start again, or choose another run_dir"
-        )
+    schedule = Schedule(int(max_epochs), lr_patience, lr_factor, stop_patience, monitor)
     device = get_device(device) if not isinstance(device, torch.device) else device
-    amp = (device.type == "cuda") if amp is None else bool(amp and device.type == "cuda")
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last_3d)
-    # optimizer state created before .to(device) would sit on the wrong device; Adam creates it lazily.
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=lr_factor, patience=lr_patience, threshold=0.0
-    )  # threshold 0: "improved" means strictly lower, the same test as early stopping below
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    meta = to_primitive(dict(meta or {}), "meta")
-
-    history = History(run_dir=run_dir)
-    since_best = 0
-    resumed = False
-    if last_path.exists() and resume and not overwrite:
-        state = read_checkpoint(last_path, device="cpu")
-        try:
-            model.load_state_dict(state["model_state"])
-        except RuntimeError as exc:
-            raise HemolabError(
-                f"{last_path} holds a different network than the one given (cannot resume): {exc}; "
-                "pass overwrite=True to start again or choose another run_dir"
-            ) from exc
-        model.to(device)
-        optimizer.load_state_dict(state["optimizer_state"])
-        scheduler.load_state_dict(state["scheduler_state"])
-        scheduler.patience, scheduler.factor = lr_patience, lr_factor  # the settings given now apply
-        if state.get("scaler_state"):
-            scaler.load_state_dict(state["scaler_state"])
-        history = History.from_state_dict(state["history"], run_dir=run_dir)
-        since_best = int(state.get("since_best", 0))
-        _set_rng_state(state["rng_state"])
-        resumed = True
-    else:
-        seed_everything(seed)
-        for stale in (best_path, last_path, csv_path):
-            if stale.exists():
-                stale.unlink()
-
-    start_epoch = history.epochs + 1
-    if history.stopped_early or start_epoch > max_epochs:
-        if progress:
-            print(f"nothing to do: the run in {run_dir} already finished ({history.summary()})")
-        return history
-    if resumed and progress:
-        print(f"resuming the run in {run_dir} at epoch {start_epoch}")
-
-    plot = None
-    if live_plot:
-        from hemolab.training.live_plot import LivePlot
-
-        plot = LivePlot(max_epochs=max_epochs)
-        plot.update(history)
-
-    bar = tqdm(
-        total=max_epochs,
-        initial=history.epochs,
-        desc="epochs",
-        unit="epoch",
-        disable=not progress,
-        leave=True,
-    )
-    try:
-        for epoch in range(start_epoch, max_epochs + 1):
-            t0 = time.perf_counter()
-            train_loss, _ = _run_epoch(
-                model,
-                train_loader,
-                loss_fn,
-                device,
-                optimizer=optimizer,
-                scaler=scaler,
-                amp=amp,
-                channels_last=channels_last,
-            )
-            if before_validation is not None:
-                before_validation(model)
-            if val_loader is not None:
-                val_loss, val_dice = _run_epoch(
-                    model, val_loader, loss_fn, device, amp=amp, metric_fn=metric_fn
-                )
-            else:
-                val_loss, val_dice = train_loss, math.nan
-            lr_used = float(optimizer.param_groups[0]["lr"])
-            scheduler.step(val_loss)
-            if float(optimizer.param_groups[0]["lr"]) < lr_used:
-                history.lr_reductions.append(epoch)
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_dice": val_dice,
-                "lr": lr_used,
-                "seconds": time.perf_counter() - t0,
-            }
-            history.rows.append(row)
-            improved = val_loss < history.best_val_loss
-            if improved:
-                history.best_epoch, history.best_val_loss, history.best_val_dice = epoch, val_loss, val_dice
-                since_best = 0
-            else:
-                since_best += 1
-            if since_best >= stop_patience:
-                history.stopped_early = True
-            best_meta = dict(
-                meta,
-                best_epoch=history.best_epoch,
-                best_val_loss=finite_or_none(history.best_val_loss),
-                best_val_dice=finite_or_none(history.best_val_dice),
-                epochs_run=epoch,
-            )
-            if improved:
-                save_checkpoint(best_path, model, best_meta, overwrite=True)
-            atomic_torch_save(
-                {
-                    "format": "hemolab-checkpoint",
-                    "version": 1,
-                    "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "meta": best_meta,
-                    "optimizer_state": optimizer.state_dict(),
-                    "scheduler_state": to_primitive(scheduler.state_dict(), "scheduler_state"),
-                    "scaler_state": scaler.state_dict() if amp else None,
-                    "history": history.state_dict(),
-                    "since_best": since_best,
-                    "rng_state": _rng_state(),
-                },
-                last_path,
-            )
-            history.write_csv(csv_path)
-            bar.update(1)
-            bar.set_postfix(
-                train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", dice=f"{val_dice:.3f}", lr=f"{lr_used:.1e}"
-            )
-            if plot is not None:
-                plot.update(history)
-            stop = history.stopped_early
-            for cb in callbacks:
-                try:
-                    cb(epoch, history)
-                except StopTraining:
-                    stop = True
-            if stop:
-                break
-    finally:
-        bar.close()
-        if plot is not None:
-            plot.close()
-    return history
-
-
-def describe_schedule(history: History, *, lr_patience: int, stop_patience: int, max_epochs: int) -> str:
-    """Say in words what the learning-rate schedule and early stopping did in a run (from its numbers).
-
-    Args:
-        history: the run's :class:`History`.
-        lr_patience, stop_patience, max_epochs: the settings it ran with.
-
-    Returns:
-        One or two sentences, e.g. for a notebook.
-    """
-    n = history.epochs
-    parts = []
-    if history.lr_reductions:
-        epochs = ", ".join(str(e) for e in history.lr_reductions)
-        parts.append(
-            f"The learning rate was halved after epoch(s) {epochs}: each time the validation loss had not improved "
-            f"for more than {lr_patience} epochs (dotted lines in the plot)."
-        )
-    elif n <= lr_patience:
-        parts.append(
-            f"With only {n} epochs the learning rate could not be halved (that needs more than {lr_patience} "
-            "epochs without improvement); the small and full profiles run long enough to show it."
-        )
-    else:
-        parts.append(
-            f"The learning rate was never halved: the validation loss never went {lr_patience + 1} epochs without improving."
-        )
-    if history.stopped_early:
-        parts.append(
-            f"Training stopped early at epoch {n}, {stop_patience} epochs after the best epoch {history.best_epoch}; "
-            "the weights of the best epoch are kept."
-        )
-    elif n < stop_patience:
-        parts.append(
-            f"Early stopping needs {stop_patience} epochs without improvement, more than the {n} epochs run "
-            f"(limit {max_epochs}), so training ran to its limit; the best epoch was {history.best_epoch}."
-        )
-    else:
-        parts.append(
-            f"Training ran to its limit of {max_epochs} epochs without stopping early; the best epoch was "
-            f"{history.best_epoch} (its weights are kept)."
-        )
-    return " ".join(parts)
+    amp = (device.type == "cuda") if amp is None else bool(amp)
+    trainer = Trainer(
+        model, optimizer, loss_fn, schedule=schedule, run_dir=Path(run_dir), metric_fn=metric_fn,
+        device=device, amp=amp, cpu_bf16=cpu_bf16, channels_last=channels_last, meta=meta,
+        hooks=[*hooks, *(_CallbackHook(cb) for cb in callbacks)],
+    )  # fmt: skip
+    resumed = trainer.start(seed=seed, resume=resume, overwrite=overwrite)
+    return trainer.run(train_loader, val_loader, progress=progress, live_plot=live_plot, resumed=resumed)

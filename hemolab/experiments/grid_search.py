@@ -1,4 +1,4 @@
-"""The hyper-parameter grid search of Arab 2020 (Methods, "Training"; PAPERS.md §1).
+"""The hyper-parameter grid search of Arab 2020 (Methods, "Training"; docs/methods.md §1.5).
 
 The paper chose depth, learning rate and dropout on the validation set from depth {3, 4, 5, 6},
 learning rate {1e-2, 5e-3, 1e-3, 5e-4, 1e-4} and dropout {0.3, 0.4, 0.5}: 60 trainings, which only the
@@ -13,7 +13,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hemolab.training.profiles import cnnds_settings
+import pandas as pd
+
+from hemolab.config import workspace_dir
+from hemolab.training.cnnds import cnnds_settings, make_loaders_for, train_cnnds
 
 
 def grid_search(
@@ -48,11 +51,6 @@ def grid_search(
         A :class:`pandas.DataFrame` with one row per configuration (depth, lr, dropout, best_epoch,
         val_dice, val_loss, epochs, seconds, run_dir), best validation Dice first.
     """
-    import pandas as pd
-
-    from hemolab.config import workspace_dir
-    from hemolab.training.cnnds import make_loaders_for, train_cnnds
-
     base = cnnds_settings(profile, max_epochs=max_epochs)
     depths = tuple(depths or base.grid_depths)
     lrs = tuple(lrs or base.grid_lrs)

@@ -1,4 +1,4 @@
-"""The deep-supervision ablation of Arab 2020 (Results, Fig. 3 and the Table 4 comparison; PAPERS.md §1).
+"""The deep-supervision ablation of Arab 2020 (Results, Fig. 3 and the Table 4 comparison; docs/methods.md §1.6).
 
 The same CNN-DS is trained twice on the same data with the same seeds: once with deep supervision (the
 three finest decoder levels' segmentation maps summed into the output) and once without (only the
@@ -13,8 +13,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-#: The paper's reported change "without DS minus with DS" (PAPERS.md §1).
-PAPER_DELTAS: dict[str, float] = {"dice": -0.05, "precision": -0.04, "recall": -0.06}
+import pandas as pd
+
+from hemolab.architectures import load_checkpoint
+from hemolab.config import resolve_profile, workspace_dir
+from hemolab.datasets import load_dataset
+from hemolab.evaluation import evaluate_cases
+from hemolab.training.cnnds import cnnds_settings, make_loaders_for, train_cnnds
+
+#: The paper's reported change "without DS minus with DS" (docs/methods.md §1.6).
+PAPER_DELTAS: dict[str, float] = {"dsc": -0.05, "precision": -0.04, "recall": -0.06}
 
 VARIANTS: dict[str, bool] = {"with DS": True, "without DS": False}
 
@@ -44,18 +52,9 @@ def run_ablation(
 
     Returns:
         ``(histories, per_case)``: a dict ``(variant, seed) -> History`` and a DataFrame with one row per
-        (variant, seed, test case): dice, precision, recall, volumes, inference seconds, plus the run's
+        (variant, seed, test case): dsc, precision, recall, volumes, inference seconds, plus the run's
         training seconds, epochs and best epoch.
     """
-    import pandas as pd
-
-    from hemolab.config import resolve_profile, workspace_dir
-    from hemolab.datasets import load_dataset
-    from hemolab.segment import evaluate_cases
-    from hemolab.training.checkpoint import load_checkpoint
-    from hemolab.training.cnnds import make_loaders_for, train_cnnds
-    from hemolab.training.profiles import cnnds_settings
-
     profile = resolve_profile(profile)
     if seeds is None:
         seeds = (0, 1, 2) if profile == "full" else (0,)
@@ -91,7 +90,7 @@ def run_ablation(
             frames.append(table)
             if progress:
                 print(
-                    f"{variant}, seed {seed}: {history.summary()}; test Dice {table['dice'].mean():.3f} "
+                    f"{variant}, seed {seed}: {history.summary()}; test Dice {table['dsc'].mean():.3f} "
                     f"({time.perf_counter() - start:.0f} s)"
                 )
     return histories, pd.concat(frames, ignore_index=True)
@@ -108,10 +107,8 @@ def ablation_table(per_case):
         A DataFrame indexed by metric with columns ``with DS``, ``without DS`` (as "mean ± sd" strings),
         ``measured change``, ``paper's change`` and the numeric ``with DS mean`` / ``without DS mean``.
     """
-    import pandas as pd
-
     rows = []
-    for metric in ("dice", "precision", "recall", "seconds", "train_seconds"):
+    for metric in ("dsc", "precision", "recall", "seconds", "train_seconds"):
         row = {"metric": metric}
         means = {}
         for variant in VARIANTS:
@@ -142,13 +139,13 @@ def describe_ablation(table, histories=None, *, tolerance: float = 0.02, min_dic
         A paragraph of Markdown.
     """
     lines = []
-    best_dice = max(float(table.loc["dice", "with DS mean"]), float(table.loc["dice", "without DS mean"]))
+    best_dice = max(float(table.loc["dsc", "with DS mean"]), float(table.loc["dsc", "without DS mean"]))
     if best_dice < min_dice:
         lines.append(
             f"- **Neither network learned enough to compare** (best mean test Dice {best_dice:.3f} < {min_dice}): "
             "the runs are too short for this question; the differences below mean nothing."
         )
-    for metric in ("dice", "precision", "recall"):
+    for metric in ("dsc", "precision", "recall"):
         d = float(table.loc[metric, "measured change"])
         paper = PAPER_DELTAS[metric]
         if not math.isfinite(d):

@@ -1,6 +1,6 @@
-"""Whole-scan inference with the Patel 3D CNN: valid-convolution tiling and small-cluster removal.
+"""Tiled inference for a valid-convolution network: output tiles side by side, each from its full context.
 
-Patel et al. 2019, Methods, "Post-processing" (PAPERS.md §2): the scan is processed in consecutive
+Patel et al. 2019, Methods, "Post-processing" (docs/methods.md §2.5): the scan is processed in consecutive
 tiles -- each 36^3 output tile is predicted from its 124^3 input context -- the probability map is
 thresholded at 0.5 and every cluster smaller than 0.1 mL is removed.
 
@@ -14,33 +14,23 @@ stride aligned to the pooling grid (32 for a 36 output; see :func:`tiled_predict
 identical (up to floating point) to running the network on the whole padded volume at once, which
 ``tests/test_tiling.py`` checks; the paper's edge-to-edge tiles (``stride="paper"``) are 1.42x cheaper
 but mix two pooling phases.
-
-Our choices: connected components use 26-connectivity (voxels touching at a corner belong to the same
-cluster, the most conservative choice for removing clusters); the prediction is restricted to the
-cranial cavity *before* small clusters are removed, so that a cluster cut by the cavity boundary is
-measured by what is left of it inside.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from hemolab.config import get_device
 from hemolab.errors import HemolabError
-from hemolab.validation import check_mask, check_spacing, check_triple, check_volume
-
-#: Value used to pad beyond the scan: 0 = air after Patel's normalisation ([-200, 200] HU -> [0, 1]).
-PAD_VALUE: float = 0.0
-
-
-def _triple(size) -> tuple[int, int, int]:
-    return check_triple(size, "tile size")
+from hemolab.models.inference import foreground_probability
+from hemolab.preprocess import PAD_VALUE
+from hemolab.validation import check_triple, check_volume
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class Tile:
 
 def aligned_stride(output_size: int | Sequence[int], multiple: int | Sequence[int]) -> tuple[int, int, int]:
     """The largest step <= ``output_size`` that is a multiple of ``multiple`` on each axis (36, 8 -> 32)."""
-    outs, mult = _triple(output_size), _triple(multiple)
+    outs, mult = check_triple(output_size), check_triple(multiple)
     return tuple(max(m, (o // m) * m) if o >= m else o for o, m in zip(outs, mult, strict=True))  # type: ignore[return-value]
 
 
@@ -108,8 +98,8 @@ def tile_grid(
     Raises:
         HemolabError: if ``input_size - output_size`` is negative or odd on an axis, or a bad stride.
     """
-    shape, ins, outs = _triple(shape), _triple(input_size), _triple(output_size)
-    stride = outs if stride is None else _triple(stride)
+    shape, ins, outs = check_triple(shape), check_triple(input_size), check_triple(output_size)
+    stride = outs if stride is None else check_triple(stride)
     margin = _check_sizes(ins, outs, stride)
     tiles = []
     for idx in product(*(range(c) for c in _counts(shape, outs, stride))):
@@ -124,14 +114,6 @@ def tile_grid(
             )
         )
     return tiles  # type: ignore[return-value]
-
-
-def _probability(logits: torch.Tensor) -> torch.Tensor:
-    """Foreground probability (B, x, y, z): softmax class 1 for >= 2 classes, sigmoid for 1 channel."""
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=1)[:, 1]
 
 
 def _batches(tiles: list[Tile], n: int) -> Iterator[list[Tile]]:
@@ -176,7 +158,7 @@ def tiled_predict(
     Args:
         model: the network (e.g. :class:`hemolab.models.Patel3DCNN`); its output for an input tile must
             have exactly ``output_size`` (checked on the first batch).
-        volume: the NORMALISED volume ``[x, y, z]`` (:func:`hemolab.patches.normalise`).
+        volume: the NORMALISED volume ``[x, y, z]`` (:func:`hemolab.preprocess.prepare_patel`).
         input_size: input tile size (e.g. 124 or ``(124, 124, 40)``).
         output_size: output tile size (e.g. 36; :meth:`Patel3DCNN.output_size`).
         device: ``None`` = where the model is.
@@ -195,14 +177,12 @@ def tiled_predict(
         HemolabError: for a bad volume, tile sizes that do not fit, or a network whose output size
             differs from ``output_size``.
     """
-    from tqdm.auto import tqdm
-
     vol = check_volume(volume, "volume").astype(np.float32, copy=False)
     if batch_size < 1:
         raise HemolabError(f"batch_size must be at least 1, got {batch_size}")
     if output not in ("probability", "raw"):
         raise HemolabError(f"output must be 'probability' or 'raw', got {output!r}")
-    ins, outs = _triple(input_size), _triple(output_size)
+    ins, outs = check_triple(input_size), check_triple(output_size)
     if stride is None:
         step = default_stride(model, outs)
     elif isinstance(stride, str):
@@ -210,7 +190,7 @@ def tiled_predict(
             raise HemolabError(f"stride must be None, 'paper' or numbers, got {stride!r}")
         step = outs
     else:
-        step = _triple(stride)
+        step = check_triple(stride)
     tiles = tile_grid(vol.shape, ins, outs, step)
     margin = _check_sizes(ins, outs, step)
     counts = _counts(vol.shape, outs, step)
@@ -226,8 +206,6 @@ def tiled_predict(
         except StopIteration:
             device = torch.device("cpu")
     else:
-        from hemolab.config import get_device
-
         device = device if isinstance(device, torch.device) else get_device(device)
         model.to(device)
     was_training = model.training
@@ -253,7 +231,7 @@ def tiled_predict(
                             "given: use model.output_size(input_size)"
                         )
                     checked = True
-                y = _probability(logits) if output == "probability" else logits[:, 0].float()
+                y = foreground_probability(logits)[:, 0] if output == "probability" else logits[:, 0].float()
                 y = y.cpu().numpy()
                 for t, yt in zip(group, y, strict=True):
                     result[tuple(slice(s, s + o) for s, o in zip(t.output_start, outs, strict=True))] = yt
@@ -262,243 +240,6 @@ def tiled_predict(
         bar.close()
         model.train(was_training)
     return np.ascontiguousarray(result[tuple(slice(0, n) for n in vol.shape)])
-
-
-# ----------------------------------------------------------------------------------- post-processing
-def _structure(connectivity: int) -> np.ndarray:
-    from scipy import ndimage
-
-    rank = {6: 1, 18: 2, 26: 3}.get(int(connectivity))
-    if rank is None:
-        raise HemolabError(
-            f"connectivity must be 6, 18 or 26 (face, edge or corner neighbours), got {connectivity}"
-        )
-    return ndimage.generate_binary_structure(3, rank)
-
-
-def component_volumes_ml(mask, spacing: Sequence[float], connectivity: int = 26) -> np.ndarray:
-    """Physical volume (mL) of each connected component of a mask, largest first.
-
-    Args:
-        mask: binary mask ``[x, y, z]``.
-        spacing: voxel size ``(sx, sy, sz)`` in mm.
-        connectivity: 6, 18 or 26 neighbours (default 26).
-
-    Returns:
-        A float array of component volumes in mL (empty for an empty mask).
-    """
-    from scipy import ndimage
-
-    m = check_mask(mask)
-    sp = check_spacing(spacing)
-    labels, n = ndimage.label(m, structure=_structure(connectivity))
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    return np.sort(counts * float(np.prod(sp)) / 1000.0)[::-1]
-
-
-def remove_small_components(
-    mask, spacing: Sequence[float], min_volume_ml: float = 0.1, connectivity: int = 26
-) -> np.ndarray:
-    """Remove every connected component smaller than ``min_volume_ml`` (Patel 2019, "Post-processing").
-
-    The size is the PHYSICAL volume, voxel count x voxel volume (mm^3) / 1000, so the same rule works on
-    any grid: 0.1 mL is 100 mm^3, i.e. about 1,080 voxels of the paper's 0.43 x 0.43 x 0.5 mm but only
-    80 voxels of 0.5 x 0.5 x 5 mm. A rule in voxels would mean a different volume on every scanner.
-
-    Args:
-        mask: binary mask ``[x, y, z]``.
-        spacing: voxel size ``(sx, sy, sz)`` in mm.
-        min_volume_ml: smallest component kept (paper: 0.1 mL). Components of exactly this volume stay.
-        connectivity: 6, 18 or 26 neighbours (default 26: corner-touching voxels are one cluster).
-
-    Returns:
-        A boolean mask of the same shape.
-
-    Raises:
-        HemolabError: for a non-binary mask, bad spacing or a negative threshold.
-    """
-    from scipy import ndimage
-
-    m = check_mask(mask)
-    sp = check_spacing(spacing)
-    if not min_volume_ml >= 0:
-        raise HemolabError(f"min_volume_ml must be >= 0, got {min_volume_ml}")
-    labels, n = ndimage.label(m, structure=_structure(connectivity))
-    if n == 0:
-        return m.copy()
-    volumes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(sp)) / 1000.0
-    keep = volumes >= min_volume_ml - 1e-12
-    keep[0] = False
-    return keep[labels]
-
-
-# ---------------------------------------------------------------------------------- whole pipeline
-def _meta_size(meta: Mapping[str, Any], key: str, fallback: str) -> tuple[int, int, int] | None:
-    value = meta.get(key) or meta.get(fallback)
-    return None if value is None else _triple(value)
-
-
-def segment_patel(
-    image,
-    model: torch.nn.Module,
-    meta: Mapping[str, Any],
-    threshold: float = 0.5,
-    *,
-    device=None,
-    batch_size: int = 1,
-    stride: int | Sequence[int] | str | None = None,
-    cavity=None,
-    progress: bool = False,
-):
-    """Segment one head CT with a trained Patel 3D CNN (Patel 2019, "Post-processing").
-
-    Steps: normalise ([-200, 200] HU -> [0, 1]) -> tiled inference (:func:`tiled_predict`) ->
-    threshold -> restrict to the cranial cavity -> remove clusters < 0.1 mL (:func:`remove_small_components`)
-    -> volume in mL. Everything happens on the scan's own grid.
-
-    Args:
-        image: the scan in HU (:class:`SimpleITK.Image`, e.g. :func:`hemolab.io.read_scan`).
-        model: the trained network (:func:`hemolab.training.load_checkpoint`).
-        meta: the checkpoint's meta (``inference_input_size``/``inference_output_size`` or
-            ``input_size``/``output_size``; ``min_component_ml``; ``restrict_to_cranial_cavity``).
-        threshold: probability threshold (paper: 0.5).
-        device: where to run the network (``None`` = where the model is).
-        batch_size: tiles per forward pass.
-        stride: tile step (:func:`tiled_predict`; ``None`` = aligned to the pooling grid, ``"paper"`` =
-            edge to edge); ``meta["tile_stride"]`` when given there.
-        cavity: a precomputed cranial-cavity mask (``[x, y, z]`` array or image); ``None`` computes it
-            with :func:`hemolab.preprocess.cranial_cavity_mask` when the meta asks for it.
-        progress: a progress bar over the tiles.
-
-    Returns:
-        A :class:`hemolab.segment.SegmentationResult` (mask and probability on the scan's grid).
-
-    Raises:
-        HemolabError: for an input that is not a 3D image in HU or a bad threshold.
-    """
-    import SimpleITK as sitk
-
-    from hemolab.io import array_from_image, image_from_array
-    from hemolab.patches import cranial_cavity
-    from hemolab.preprocess import prepare_patel
-    from hemolab.segment import SegmentationResult
-
-    if not isinstance(image, sitk.Image) or image.GetDimension() != 3:
-        raise HemolabError("segment_patel needs a 3D SimpleITK image in HU (e.g. from hemolab.io.read_scan)")
-    if not 0.0 < float(threshold) < 1.0:
-        raise HemolabError(f"threshold must lie strictly between 0 and 1, got {threshold}")
-    ins = _meta_size(meta, "inference_input_size", "input_size")
-    outs = _meta_size(meta, "inference_output_size", "output_size")
-    if ins is None:
-        raise HemolabError(
-            "the checkpoint's meta has no 'input_size': it was not written by hemolab.patches.train_patel"
-        )
-    if outs is None:
-        outs = model.output_size(ins)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    x = prepare_patel(image)  # [-200, 200] HU -> [0, 1], the same function as training
-    timings["preprocess"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    prob = tiled_predict(
-        model,
-        x,
-        input_size=ins,
-        output_size=outs,
-        device=device,
-        batch_size=batch_size,
-        progress=progress,
-        stride=stride if stride is not None else meta.get("tile_stride"),
-    )
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    timings["network"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    spacing = image.GetSpacing()
-    mask = prob >= float(threshold)
-    if meta.get("restrict_to_cranial_cavity", True):
-        if cavity is None:
-            cav = cranial_cavity(image)
-        else:
-            cav = array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)
-            cav = cav > 0
-        mask &= cav
-    timings["cavity"] = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    mask = remove_small_components(mask, spacing, float(meta.get("min_component_ml", 0.1)))
-    volume = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
-    result = SegmentationResult(
-        mask=image_from_array(mask.astype(np.uint8), reference=image),
-        probability=image_from_array(prob.astype(np.float32), reference=image),
-        volume_ml=volume,
-        seconds=0.0,
-        timings=timings,
-        threshold=float(threshold),
-    )
-    timings["postprocess"] = time.perf_counter() - t3
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def cluster_removal_effect(
-    probability: np.ndarray,
-    reference,
-    spacing: Sequence[float],
-    *,
-    hu: np.ndarray | None = None,
-    cavity=None,
-    threshold: float = 0.5,
-    min_volume_ml: float = 0.1,
-    dense_hu: float = 100.0,
-) -> dict[str, float]:
-    """What removing clusters < ``min_volume_ml`` does to one prediction (for notebook 04).
-
-    Thresholds ``probability`` (restricted to ``cavity`` when given), then compares the mask before and
-    after :func:`remove_small_components` with the reference: number of components, false-positive
-    volume, the part of it denser than ``dense_hu`` (calcification-like: blood is 40-90 HU), and Dice.
-
-    Args:
-        probability: haemorrhage probability ``[x, y, z]``.
-        reference: reference mask on the same grid.
-        spacing: voxel size in mm.
-        hu: the CT in HU (for the dense false positives; NaN without it).
-        cavity: cranial-cavity mask (optional).
-        threshold: probability threshold (paper: 0.5).
-        min_volume_ml: smallest cluster kept (paper: 0.1 mL).
-        dense_hu: HU above which a false positive counts as dense.
-
-    Returns:
-        A dict with ``components_before/after``, ``fp_components_before/after`` (components with no
-        reference voxel), ``fp_ml_before/after``, ``fp_dense_ml_before/after``, ``dice_before/after``.
-    """
-    from scipy import ndimage
-
-    ref = check_mask(reference, "reference")
-    sp = check_spacing(spacing)
-    before = np.asarray(probability) >= threshold
-    if cavity is not None:
-        before &= np.asarray(cavity) > 0
-    after = remove_small_components(before, sp, min_volume_ml)
-    voxel_ml = float(np.prod(sp)) / 1000.0
-    out: dict[str, float] = {}
-    for name, m in (("before", before), ("after", after)):
-        labels, n = ndimage.label(m, structure=_structure(26))
-        hit = np.unique(labels[m & ref])
-        fp = m & ~ref
-        inter = float(np.count_nonzero(m & ref))
-        total = float(m.sum() + ref.sum())
-        out[f"components_{name}"] = float(n)
-        out[f"fp_components_{name}"] = float(n - np.count_nonzero(hit))
-        out[f"fp_ml_{name}"] = float(fp.sum()) * voxel_ml
-        out[f"fp_dense_ml_{name}"] = (
-            float(np.count_nonzero(fp & (np.asarray(hu) > dense_hu))) * voxel_ml
-            if hu is not None
-            else float("nan")
-        )
-        out[f"dice_{name}"] = 2 * inter / total if total > 0 else 1.0
-    return out
 
 
 def draw_tile_grid(
