@@ -6,11 +6,14 @@ look-alike cohort (PAPERS.md §1): :func:`make_cohort` writes it, :func:`hemolab
 
 Modules: :mod:`~hemolab.synth.grid` (voxel grids, smooth random fields), :mod:`~hemolab.synth.anatomy`
 (the head), :mod:`~hemolab.synth.bleeds` (haemorrhage types), :mod:`~hemolab.synth.scanner` (blur, streaks,
-noise), :mod:`~hemolab.synth.raters` (three raters, majority vote), :mod:`~hemolab.synth.cohort` (the writer).
+noise), :mod:`~hemolab.synth.raters` (three raters, majority vote), :mod:`~hemolab.synth.cohort` (the writer),
+:mod:`~hemolab.synth.realism` (the same realism measurements on real and synthetic CT: parenchyma HU, noise
+SD and texture, label HU; :func:`realism_stats`, :func:`label_hu_stats`).
 """
 
 from hemolab.synth.bleeds import BLEED_TYPES
 from hemolab.synth.cohort import PROFILE_SPECS, CasePlan, SynthCase, generate_case, make_cohort, plan_cohort
+from hemolab.synth.realism import label_hu_stats, realism_stats
 
 __all__ = [
     "BLEED_TYPES",
@@ -18,6 +21,8 @@ __all__ = [
     "CasePlan",
     "SynthCase",
     "generate_case",
+    "label_hu_stats",
     "make_cohort",
     "plan_cohort",
+    "realism_stats",
 ]

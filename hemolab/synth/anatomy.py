@@ -7,9 +7,10 @@ The head is built in physical millimetres from perturbed ellipsoids so that ever
 * a skull of two cortical tables (1000-1500 HU) with the diploe between them (300-550 HU), thinner over
   the temporal squama, and a skull base (anterior, middle and posterior fossae, dense petrous ridges,
   sphenoid and mastoid air cells, orbits) in the lowest slices;
-* a thin layer of extra-axial CSF, the cortex (grey matter ~38 HU) following the brain surface and the sulci
-  (CSF ~5 HU, the zero set of a smooth random field), white matter (~27 HU), the deep grey nuclei
-  (caudate, lentiform, thalamus ~35 HU), cerebellum and brainstem;
+* a thin layer of extra-axial CSF, the cortex (grey matter ~39 HU) following the brain surface and the sulci
+  (CSF ~5 HU, the zero set of a smooth random field), white matter (~30 HU), the deep grey nuclei
+  (caudate, lentiform, thalamus ~37 HU), cerebellum and brainstem: parenchyma of real head CT measures
+  about 30-35 HU (``benchmarks/synth_realism.py`` compares);
 * two lateral ventricles (frontal horns, bodies, atria, occipital and temporal horns: the "butterfly"),
   the third and fourth ventricles, the interhemispheric fissure and the falx (~60 HU);
 * physiological calcifications (pineal gland, choroid plexus glomus, 120-400 HU): bright, not blood.
@@ -45,9 +46,9 @@ TISSUE_HU: dict[str, float] = {
     "air": -1000.0,
     "fat": -90.0,
     "csf": 6.0,
-    "white_matter": 27.0,
-    "grey_matter": 38.0,
-    "deep_grey": 35.0,
+    "white_matter": 30.5,
+    "grey_matter": 39.0,
+    "deep_grey": 36.5,
     "scalp": 45.0,
     "falx": 60.0,
     "diploe": 450.0,
@@ -161,9 +162,9 @@ def sample_head_params(grid: Grid, rng: np.random.Generator) -> dict:
         "hu_diploe": rng.uniform(330, 520),
         "hu_base": rng.uniform(800, 1000),
         "hu_csf": rng.uniform(3, 10),
-        "hu_gm": rng.uniform(36, 40),
-        "hu_wm": rng.uniform(25, 29),
-        "hu_deep": rng.uniform(34, 37),
+        "hu_gm": rng.uniform(37, 41),
+        "hu_wm": rng.uniform(29, 32),
+        "hu_deep": rng.uniform(35, 38),
         "hu_falx": rng.uniform(55, 70),
         "pineal_calcified": bool(rng.uniform() < 0.55),
         "choroid_calcified": bool(rng.uniform() < 0.4),

@@ -17,11 +17,16 @@ for intraparenchymal bleeds. Shapes follow the radiology of acute haemorrhage:
     subdural: a crescent along the inner table, concave towards the brain, spanning a wide arc.
 ``edh``
     epidural: a biconvex lens against the skull, compact and thick.
+
+Both extra-axial collections take the space between the inner table and the brain (never bone) and push
+the brain in (mass effect: the brain beneath is compressed, see :func:`_push_brain`).
 ``sah``
     subarachnoid: thin blood filling the sulci and the extra-axial CSF over a region of the convexity.
 
 Acute blood is 50-80 HU; together with partial volume at the margins and scanner noise the HU over the
-bleed masks of a cohort land near 5th percentile 34, median 56, 95th percentile 75 HU.
+bleed masks of a cohort land near 5th percentile 34, median 56, 95th percentile 75 HU (expert masks on real
+CT, Arab 2020). The label holds blood only: voxels into which bone or a calcification spills through
+partial volume and the scanner's blur (:func:`bright_spill`) are painted with blood but not labelled.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from hemolab.errors import HemolabError
 from hemolab.synth.anatomy import Head
 from hemolab.synth.grid import Grid, box_around, paint, smooth_field, soft
+from hemolab.synth.scanner import PSF_SIGMA_VOXELS
 
 #: Bleed types, in the order the cohort cycles through them (``"none"`` = a scan without haemorrhage).
 BLEED_TYPES: tuple[str, ...] = ("none", "iph_deep", "iph_lobar", "ivh", "sdh", "edh", "sah")
@@ -47,6 +54,9 @@ VOLUME_RANGE_ML: dict[str, tuple[float, float]] = {
     "sah": (1.0, 15.0),
     "none": (0.0, 0.0),
 }
+
+#: HU that bone or calcification may add to a voxel (partial volume, blur) before it stops being labelled blood.
+BRIGHT_SPILL_HU = 30.0
 
 
 @dataclass
@@ -85,8 +95,18 @@ def _blood_hu(grid: Grid, rng: np.random.Generator, base: float, amp: float, cor
     return (base + amp * smooth_field(grid, rng, corr)).astype(np.float32)
 
 
-def _blob_union(head: Head, rng: np.random.Generator, centre_head, target_ml: float, allowed: np.ndarray):
+def _blob_union(
+    head: Head,
+    rng: np.random.Generator,
+    centre_head,
+    target_ml: float,
+    allowed: np.ndarray,
+    counted: np.ndarray | None = None,
+):
     """An irregular blob (union of perturbed ellipsoids) of about ``target_ml`` around a head-frame point.
+
+    The volume is counted over the voxels where ``counted`` (default ``allowed``) is true: those a label
+    can hold.
 
     Returns ``(box, f, tau, r)``: the index box, the implicit function ``f`` (< tau inside) in the box, the
     threshold chosen to hit the target volume, and the mm scale of ``f``.
@@ -117,6 +137,8 @@ def _blob_union(head: Head, rng: np.random.Generator, centre_head, target_ml: fl
         f = rho if f is None else np.minimum(f, rho)
     f *= 1.0 + 0.18 * smooth_field(sub, rng, max(4.0, 0.6 * r))
     ok = allowed[box] >= 0.5
+    if counted is not None:
+        ok &= counted[box]
     n_target = max(1, int(round(target_ml / grid.voxel_ml)))
     vals = f[ok]
     if vals.size == 0:
@@ -129,14 +151,22 @@ def _blob_union(head: Head, rng: np.random.Generator, centre_head, target_ml: fl
     return box, f, tau, r
 
 
-def _cap_profile(head: Head, u_head: np.ndarray, theta0_deg: float, t_max: float, rng) -> np.ndarray:
-    """Thickness (mm) of an extra-axial collection centred on direction ``u_head``: t_max * (1 - (a/theta0)^2)."""
+def _cap_profile(
+    head: Head, u_head: np.ndarray, theta0_deg: float, t_max: float, rng, power: float = 1.0
+) -> np.ndarray:
+    """Thickness (mm) of an extra-axial collection centred on direction ``u_head``: t_max * (1 - (a/theta0)^2)^power.
+
+    ``power`` 1 gives a crescent thinning towards its edges (subdural), 0.5 an elliptical, biconvex lens
+    (epidural). The thickness is <= 0 outside the collection (angle ``a`` from ``u_head`` above ``theta0``).
+    """
     c0 = np.array([0.0, 0.0, head.params["zv"]], dtype=np.float32)
     dx, dy, dz = head.xr - c0[0], head.yr - c0[1], head.zr - c0[2]
     norm = np.sqrt(dx * dx + dy * dy + dz * dz) + np.float32(1e-3)
     cosang = (dx * u_head[0] + dy * u_head[1] + dz * u_head[2]) / norm
     ang = np.degrees(np.arccos(np.clip(cosang, -1.0, 1.0)))
     prof = 1.0 - (ang / np.float32(theta0_deg)) ** 2
+    if power != 1.0:
+        prof = np.where(prof > 0, np.maximum(prof, np.float32(0.0)) ** np.float32(power), prof)
     prof *= 1.0 + 0.12 * smooth_field(head.grid, rng, 25.0)
     return (np.float32(t_max) * prof).astype(np.float32)
 
@@ -184,7 +214,8 @@ def _iph(head: Head, rng, target_ml: float, deep: bool) -> Bleed:
         inset = 0.6 * r_eq if touching else r_eq + p["extra_axial"] + rng.uniform(4.0, 12.0)
         cen = np.array([0.0, 0.0, p["zv"]]) + max(_surface_distance(head, u) - inset, 5.0) * u
         details["touches_inner_table"] = touching
-    box, f, tau, r = _blob_union(head, rng, cen, target_ml, allowed)
+    # the label leaves out the bright partial-volume rim against the inner table: count only what it holds
+    box, f, tau, r = _blob_union(head, rng, cen, target_ml, allowed, counted=head.depth_inner > grid.h)
     sub = _sub_grid(grid, box)
     h = grid.h
     dist = (f - np.float32(tau)) * np.float32(r)
@@ -226,30 +257,112 @@ def _ivh(head: Head, rng, fill: float | None = None) -> Bleed:
     return Bleed("ivh", fraction, hu, None, 17.0, {"fill_fraction": float(fill)})
 
 
+def _push_brain(head: Head, thick: np.ndarray, t_max: float) -> dict:
+    """Mass effect of an extra-axial collection: push the cavity's contents away from the inner table, in place.
+
+    The collection occupies the layer ``0 < depth_inner < thick`` next to the inner table; what was there
+    (extra-axial CSF, cortex) is pushed inwards along the radial direction and the brain beneath is
+    compressed: the old depths ``[h, D]`` below the inner table are mapped onto the new depths
+    ``[thick, D]`` (``h``: a voxel; ``D = min(3 t_max + 15, 60)`` mm, beyond which nothing moves).
+    ``head.image``, ``head.brain``, ``head.ventricles`` and ``head.calcification`` are resampled (linear
+    interpolation); bone, and voxels whose source would lie outside the cavity, are left as they are.
+
+    Args:
+        head: the head (modified in place).
+        thick: thickness of the collection (mm) per voxel, <= 0 outside it.
+        t_max: its largest thickness (mm).
+
+    Returns:
+        ``{"mass_effect_depth_mm": D, "max_shift_mm": largest displacement}``.
+    """
+    grid, h = head.grid, head.grid.h
+    depth_limit = float(min(3.0 * t_max + 15.0, 60.0))
+    region = (
+        (thick > 0) & (head.cavity >= 0.999) & (head.depth_inner > 0.5 * h) & (head.depth_inner < depth_limit)
+    )
+    idx = np.nonzero(region)
+    if idx[0].size == 0:
+        return {"mass_effect_depth_mm": depth_limit, "max_shift_mm": 0.0}
+    d = head.depth_inner[idx]
+    t = np.minimum(thick[idx], np.float32(depth_limit - h - 1.0))
+    f32 = np.float32
+    # new depth d -> old depth: h under the collection, then linear from (t, h) to (D, D)
+    old = np.where(d <= t, f32(h), f32(h) + (d - t) * (f32(depth_limit - h) / (f32(depth_limit) - t)))
+    shift = np.clip(d - old, f32(0.0), None)  # mm, outwards (towards the inner table)
+    c0 = np.array([0.0, 0.0, head.params["zv"]], dtype=np.float32)
+    ux, uy, uz = head.xr[idx] - c0[0], head.yr[idx] - c0[1], head.zr[idx] - c0[2]
+    norm = np.sqrt(ux * ux + uy * uy + uz * uz) + f32(1e-3)
+    R = head.rotation.astype(np.float32)
+    coords = []
+    for axis in range(3):
+        world = (R[axis, 0] * ux + R[axis, 1] * uy + R[axis, 2] * uz) / norm
+        coords.append(idx[axis].astype(np.float32) + shift * world / f32(grid.spacing[axis]))
+    coords = np.stack(coords)
+    src_cavity = ndi.map_coordinates(head.cavity, coords, order=1, mode="nearest", output=np.float32)
+    ok = src_cavity >= 0.999
+    coords = coords[:, ok]
+    idx = tuple(i[ok] for i in idx)
+    for name in ("image", "brain", "ventricles", "calcification"):
+        arr = getattr(head, name)
+        if name != "image" and not arr.any():
+            continue
+        arr[idx] = ndi.map_coordinates(arr, coords, order=1, mode="nearest", output=np.float32)
+    return {"mass_effect_depth_mm": depth_limit, "max_shift_mm": float(shift.max())}
+
+
 def _extra_axial(head: Head, rng, target_ml: float, kind: str) -> Bleed:
-    grid = head.grid
+    """Subdural crescent or epidural lens between the inner table and the brain, displacing the brain.
+
+    The blood fills the layer ``0 < depth_inner < thick`` of the cranial cavity (never bone): its outer
+    surface is the inner table, its inner surface pushes the brain in (:func:`_push_brain`). A subdural
+    haematoma spreads thinly over a wide arc (crescent, 30-85 degrees); an epidural one is a lens about
+    three times as wide as it is thick. The thickness is set so that the voxels a label can hold (those
+    more than a voxel below the inner table, away from the bright partial-volume rim of bone) add up to
+    the target volume.
+    """
+    grid, h = head.grid, head.grid.h
+    vol_mm3 = target_ml * 1000.0
     if kind == "sdh":
         u = _direction(rng, lateral=True, z_range=(0.0, 0.5))
-        theta0 = rng.uniform(55.0, 80.0)
+        r_in = max(_surface_distance(head, u), 30.0)
+        t_guess = float(np.clip(rng.uniform(5.0, 8.0) * (target_ml / 20.0) ** (1.0 / 3.0), 4.0, 25.0))
+        area = vol_mm3 / (0.5 * t_guess)  # crescent: mean thickness t_max / 2
+        cos0 = float(np.clip(1.0 - area / (2.0 * np.pi * r_in**2), -1.0, 1.0))
+        theta0 = float(np.clip(np.degrees(np.arccos(cos0)), 30.0, 85.0))
+        power = 1.0
     else:
         u = _direction(rng, lateral=True, z_range=(-0.15, 0.45))
-        theta0 = rng.uniform(22.0, 34.0)
-    r_surf = 75.0 * head.k
-    area = 2.0 * np.pi * r_surf**2 * (1.0 - np.cos(np.radians(theta0)))
-    t_max = float(np.clip(2.0 * target_ml * 1000.0 / area, 2.5, 38.0))
-    for _ in range(2):  # one correction of the thickness towards the target volume
-        thick = _cap_profile(head, u, theta0, t_max, rng=np.random.default_rng(int(rng.integers(2**31))))
-        fraction = (soft(head.depth_inner - thick, grid.h) * head.cavity).astype(np.float32)
-        vol = float((fraction >= 0.5).sum()) * grid.voxel_ml
-        if vol <= 0:
-            t_max = min(38.0, t_max * 2.0)
-            continue
-        t_max = float(np.clip(t_max * (target_ml / vol) ** 0.8, 2.5, 38.0))
+        r_in = max(_surface_distance(head, u), 30.0)
+        # a lens about 3x as wide as thick: volume ~ (2/3) pi rho^2 t with t = 0.6 rho (rho: half-width)
+        rho = (vol_mm3 / (0.4 * np.pi)) ** (1.0 / 3.0) * rng.uniform(0.95, 1.2)
+        theta0 = float(np.clip(np.degrees(rho / r_in), 12.0, 45.0))
+        power = 0.5  # elliptical profile: biconvex
+    prof = _cap_profile(
+        head, u, theta0, 1.0, rng=np.random.default_rng(int(rng.integers(2**31))), power=power
+    )
+    # a voxel more than h below the inner table is labelled when soft(d - t * prof, h) * cavity >= 0.5,
+    # i.e. when t >= (d + h (0.5 / cavity - 0.5)) / prof: the thickness is the target-th smallest of these
+    cand = (prof > 0.02) & (head.depth_inner > h) & (head.cavity >= 0.5) & (head.depth_inner < 40.0)
+    d, c, pr = head.depth_inner[cand], head.cavity[cand], prof[cand]
+    t_needed = (d + np.float32(h) * (np.float32(0.5) / c - np.float32(0.5))) / pr
+    n_target = max(1, int(round(target_ml / grid.voxel_ml)))
+    if t_needed.size == 0:
+        t_max = 38.0
+    elif t_needed.size <= n_target:
+        t_max = float(t_needed.max()) + 1e-3
+    else:
+        t_max = float(np.partition(t_needed, n_target - 1)[n_target - 1]) + 1e-3
+    t_max = float(np.clip(t_max, 1.0, 38.0))
+    thick = (prof * np.float32(t_max)).astype(np.float32)
+    fraction = (soft(head.depth_inner - thick, h) * head.cavity).astype(np.float32)
+    t_used = t_max
+    details = {"theta0_deg": float(theta0), "t_max_mm": float(t_used)}
+    details.update(_push_brain(head, thick, t_used))
     base = rng.uniform(61.0, 67.0) if kind == "edh" else rng.uniform(59.0, 65.0)
     hu = _blood_hu(grid, rng, base, 9.0, corr=8.0)
     if kind == "edh" and rng.uniform() < 0.3:
         hu -= 14.0 * soft(-(smooth_field(grid, rng, 6.0) + 1.0), 0.5)
-    return Bleed(kind, fraction, hu, None, 17.0, {"theta0_deg": float(theta0), "t_max_mm": float(t_max)})
+    return Bleed(kind, fraction, hu, None, 17.0, details)
 
 
 def _sah(head: Head, rng, target_ml: float) -> Bleed:
@@ -270,6 +383,39 @@ def _sah(head: Head, rng, target_ml: float) -> Bleed:
         theta0 = float(np.clip(theta0 * (target_ml / vol) ** 0.5, 12.0, 90.0))
     hu = _blood_hu(grid, rng, rng.uniform(60.0, 66.0), 7.0)
     return Bleed("sah", fraction, hu, None, 17.0, {"theta0_deg": float(theta0)})
+
+
+def bright_spill(
+    ideal: np.ndarray, fraction: np.ndarray, sigma_voxels: float = PSF_SIGMA_VOXELS
+) -> np.ndarray:
+    """Voxels a rater cannot call blood: where bone or calcification raise the HU by >= :data:`BRIGHT_SPILL_HU`.
+
+    A voxel at the inner table holds blood *and* bone (partial volume), and the scanner's blur spreads
+    1000+ HU of bone into its neighbour: on the image it is a bright rim, not blood, and experts leave it
+    out of their masks (expert masks on real CT hold nothing above 150 HU). The spill is the excess of the
+    ideal image (before the haemorrhage) over 100 HU, blurred with the scanner's point-spread function.
+
+    Args:
+        ideal: the head image (HU) before the haemorrhage is painted in (bone, calcifications).
+        fraction: blood fraction; only a box around it is examined.
+        sigma_voxels: sigma of the scanner's blur (voxels), as in :func:`hemolab.synth.scanner.acquire`.
+
+    Returns:
+        Boolean mask (full grid) of the voxels near the bleed where bright structures spill in.
+    """
+    out = np.zeros(ideal.shape, bool)
+    nz = np.argwhere(fraction > 0)
+    if nz.size == 0:
+        return out
+    m = int(np.ceil(3.0 * sigma_voxels)) + 1
+    box = tuple(
+        slice(max(0, int(a) - m), min(n, int(b) + m + 1))
+        for a, b, n in zip(nz.min(axis=0), nz.max(axis=0), ideal.shape, strict=True)
+    )
+    excess = np.maximum(ideal[box] - np.float32(100.0), np.float32(0.0))
+    spill = ndi.gaussian_filter(excess, sigma_voxels, truncate=3.0, mode="nearest")
+    out[box] = spill >= BRIGHT_SPILL_HU
+    return out
 
 
 def make_bleed(head: Head, bleed_type: str, target_ml: float, rng: np.random.Generator) -> Bleed:

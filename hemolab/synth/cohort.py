@@ -42,7 +42,7 @@ from hemolab.config import resolve_profile
 from hemolab.errors import HemolabError, HemolabExistsError
 from hemolab.io import image_from_array, write_image
 from hemolab.synth.anatomy import build_head
-from hemolab.synth.bleeds import BLEED_TYPES, VOLUME_RANGE_ML, apply_bleed, make_bleed
+from hemolab.synth.bleeds import BLEED_TYPES, VOLUME_RANGE_ML, apply_bleed, bright_spill, make_bleed
 from hemolab.synth.grid import Grid
 from hemolab.synth.raters import majority_vote, simulate_raters
 from hemolab.synth.scanner import acquire
@@ -236,21 +236,30 @@ def generate_case(plan: CasePlan) -> SynthCase:
     head = build_head(grid, rng)
     bleed = make_bleed(head, plan.bleed_type, plan.target_volume_ml, rng)
     bleed.fraction *= 1.0 - head.calcification  # calcified voxels stay calcification, never blood
+    # the label holds blood only: not the voxels that bone or calcification brighten (partial volume, blur)
+    not_blood = bright_spill(head.image, bleed.fraction)
+    label_fraction = np.where(not_blood, np.float32(0.0), bleed.fraction)
     image = head.image
     apply_bleed(image, bleed)
-    noise_sd = float(rng.uniform(3.0, 5.0))
+    noise_sd = float(rng.uniform(2.0, 3.0))
     hu = acquire(image, head, rng, noise_sd)
-    truth = bleed.mask
+    truth = label_fraction >= 0.5
     calc = head.calcification >= 0.5
     raters = simulate_raters(
-        bleed.fraction, grid, rng, bleed_type=plan.bleed_type, calcification=head.calcification
+        label_fraction,
+        grid,
+        rng,
+        bleed_type=plan.bleed_type,
+        calcification=head.calcification,
+        exclude=not_blood,
     )
     reference = majority_vote(raters)
-    # blood within a voxel of bone (> 300 HU in the ideal image): the hard cases of Arab 2020, Fig. 2
+    # blood right against bone (> 300 HU in the ideal image), only its partial-volume rim between them:
+    # the hard cases of Arab 2020, Fig. 2
     from scipy import ndimage as ndi
 
     bone = head.image > 300.0
-    touches = bool(truth.any() and (ndi.binary_dilation(truth, iterations=1) & bone & ~calc).any())
+    touches = bool(truth.any() and (ndi.binary_dilation(truth, iterations=2) & bone & ~calc).any())
     v = grid.voxel_ml
     info = {
         "case_id": plan.case_id,

@@ -43,6 +43,7 @@ def simulate_raters(
     bleed_type: str,
     calcification: np.ndarray | None = None,
     n_raters: int = 3,
+    exclude: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Simulate ``n_raters`` expert delineations of a bleed.
 
@@ -53,6 +54,8 @@ def simulate_raters(
         bleed_type: the bleed's type (thin ``"sah"`` blood is missed more often).
         calcification: calcification fraction (a rater may include it as blood).
         n_raters: how many raters.
+        exclude: voxels no rater calls blood however large they draw (the bright partial-volume rim of bone:
+            raters stop at the bone); a calcification can still be included by the rater who mistakes it.
 
     Returns:
         A list of boolean masks, one per rater.
@@ -97,6 +100,8 @@ def simulate_raters(
             zs = np.flatnonzero(mask.any(axis=(0, 1)))
             if len(zs) >= 4:
                 mask[:, :, zs[0] if rng.uniform() < 0.5 else zs[-1]] = False
+        if exclude is not None:
+            mask &= ~exclude
         if i == calc_rater:
             mask = mask | calc_mask
         raters.append(mask)
