@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise HemolabError(f"--epochs must be at least 1, got {args.epochs}")
     out = Path(args.out)
+    from hemolab.datasets import validate_dataset
+
+    # every training and validation case read and checked before the first epoch; one error names them all
+    validate_dataset(data, ("train", "validation"), progress=not args.quiet)
     if args.arch == "patel":
         try:
             from hemolab.patches import train_patel
