@@ -30,7 +30,7 @@ Usage::
     python data_scripts/physionet_ct_ich.py convert --raw ~/data/ct-ich-raw --out ~/data/ct-ich
 
 The split is deterministic (``--seed``) and stratified by haemorrhage / no haemorrhage, in the proportions of
-Arab 2020 (40 train : 5 validation : 10 test, PAPERS.md §1): of 75 scans, 54 train, 7 validation, 14 test.
+Arab 2020 (40 train : 5 validation : 10 test, docs/methods.md §1): of 75 scans, 54 train, 7 validation, 14 test.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from hemolab.segment.result import as_meta
 from hemolab.training.cnnds import cnnds_settings, train_cnnds
 from hemolab.training.history import History
 from hemolab.training.patel import patel_settings, train_patel
+from hemolab.validation import check_head_ct
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,15 @@ def segment_scan(
         A :class:`~hemolab.segment.SegmentationResult` whose mask lies on the input scan's grid.
 
     Raises:
-        HemolabError: for an input that is not a 3D image, an unknown architecture or a bad threshold.
+        HemolabError: for an input that is not a 3D image, not a head CT in HU
+            (:func:`hemolab.validation.check_head_ct`: non-finite values, no air, no bone, a size or voxels
+            that cannot hold a head), an unknown architecture or a bad threshold.
     """
     meta = as_meta(meta)
-    return get_architecture(meta.arch).segment(image, model, meta, threshold=threshold, device=device)
+    entry = get_architecture(meta.arch)
+    if isinstance(image, sitk.Image):  # refuse what cannot be a head CT before any answer is given
+        check_head_ct(image, name="the scan")
+    return entry.segment(image, model, meta, threshold=threshold, device=device)
 
 
 def train(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,12 +257,51 @@ def save_checkpoint(
     return atomic_torch_save(payload, path)
 
 
+_WHAT_TO_DO = (
+    "Give a best.pt written by `hemolab train`, notebook 03/04 or hemolab.architectures.ensure_checkpoint()"
+)
+
+
+def _load_or_explain(path: Path, device) -> Any:
+    """``torch.load(path, weights_only=True)``, or a :class:`HemolabError` that says what the file is not.
+
+    The message never repeats PyTorch's own text: for a file it refuses, PyTorch suggests loading it with
+    unsafe options, which must never be offered for a file of unknown origin.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    is_zip = head[:4] == b"PK\x03\x04"  # the zip archive torch.save writes (maybe cut short)
+    is_legacy = head[:1] == b"\x80"  # a pickle (torch's legacy format starts with one)
+    if not head:
+        raise HemolabError(f"{path} is not a readable hemolab checkpoint: the file is empty. {_WHAT_TO_DO}")
+    if not is_zip and not is_legacy:
+        raise HemolabError(
+            f"{path} is not a readable hemolab checkpoint: it is not a PyTorch file (neither the zip archive torch.save "
+            f"writes nor a pickle; it starts with bytes {head[:4].hex(' ')}). {_WHAT_TO_DO}"
+        )
+    try:
+        return torch.load(path, map_location=device or "cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = (
+            "it holds Python objects other than tensors, numbers, strings, lists and dicts (e.g. a whole pickled "
+            "model from another program), which a hemolab checkpoint never does, and hemolab does not load them"
+        )
+    except Exception as exc:  # noqa: BLE001 - RuntimeError, EOFError, zipfile errors ...: never show torch's text
+        reason = (
+            f"it is a damaged or incomplete PyTorch file ({type(exc).__name__}; e.g. an interrupted download or copy)"
+            if is_zip
+            else f"PyTorch cannot read it ({type(exc).__name__})"
+        )
+    raise HemolabError(f"{path} is not a readable hemolab checkpoint: {reason}. {_WHAT_TO_DO}")
+
+
 def read_checkpoint(path: str | os.PathLike, device=None) -> dict[str, Any]:
     """Read a checkpoint file as its raw dictionary with ``torch.load(..., weights_only=True)``.
 
     Raises:
         HemolabFileError: if the file does not exist.
-        HemolabError: if it is not a hemolab checkpoint.
+        HemolabError: if it is not a hemolab checkpoint, saying what it is not (not a PyTorch file, damaged,
+            holds other Python objects, not a dictionary, no ``format`` entry); never PyTorch's own message.
     """
     path = Path(path)
     if not path.is_file():
@@ -270,14 +310,23 @@ def read_checkpoint(path: str | os.PathLike, device=None) -> dict[str, Any]:
             f"checkpoint {path} not found{hint}: train one with `hemolab train` or notebook 03, "
             "or use hemolab.architectures.ensure_checkpoint()"
         )
-    try:
-        payload = torch.load(path, map_location=device or "cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem means "not our checkpoint"
+    payload = _load_or_explain(path, device)
+    if not isinstance(payload, dict):
         raise HemolabError(
-            f"{path} is not a readable hemolab checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise HemolabError(f"{path} is not a hemolab checkpoint (no 'format': '{CHECKPOINT_FORMAT}' entry)")
+            f"{path} is not a hemolab checkpoint: it holds a {type(payload).__name__}, not a dictionary. "
+            f"{_WHAT_TO_DO}"
+        )
+    if "format" not in payload:
+        keys = ", ".join(repr(k) for k in list(payload)[:6]) + (", ..." if len(payload) > 6 else "")
+        raise HemolabError(
+            f"{path} is not a hemolab checkpoint: it holds no 'format' key (its keys: {keys or 'none'}); it may be "
+            f"a bare state_dict or another program's checkpoint. {_WHAT_TO_DO}"
+        )
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise HemolabError(
+            f"{path} is not a hemolab checkpoint: its 'format' is {str(payload.get('format'))[:60]!r}, not "
+            f"{CHECKPOINT_FORMAT!r}. {_WHAT_TO_DO}"
+        )
     return payload
 
 

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
+from tqdm.auto import tqdm
 
 from hemolab.config import resolve_profile, workspace_dir
 from hemolab.errors import HemolabError, HemolabFileError
+from hemolab.io import array_from_image, check_file_complete, check_same_geometry
 from hemolab.synth import make_cohort
+from hemolab.validation import check_head_ct, check_mask
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -94,7 +97,15 @@ class Case:
 def _read(path: Path, what: str) -> sitk.Image:
     if not path.is_file():
         raise HemolabFileError(f"{what} file {path} is missing: the dataset folder is incomplete")
-    return sitk.ReadImage(str(path))
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise HemolabFileError(
+            f"{what} file {path} is not an image SimpleITK can read: it is damaged or truncated (an interrupted "
+            "copy?); make or fetch it again"
+        ) from None
+    check_file_complete(path)
+    return image
 
 
 @dataclass
@@ -235,6 +246,63 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
     return Dataset(root=root, meta=meta, cases=cases)
 
 
+def validate_dataset(
+    dataset: Dataset | str | os.PathLike, splits: tuple[str, ...] | None = None, *, progress: bool = False
+) -> Dataset:
+    """Read and check every case of a dataset up front, so that training never fails mid-run on a bad case.
+
+    For each case: the image is read completely (a truncated file fails) and passes
+    :func:`hemolab.validation.check_head_ct` (finite HU values, air, bone, a size that can hold a head); the
+    label exists (train and validation cases), is binary (0/1) and lies on the image's voxel grid (size,
+    spacing, origin, direction). Every case is checked before anything is raised, and one error lists them all.
+
+    Args:
+        dataset: a dataset folder or a loaded :class:`Dataset`.
+        splits: the splits to check, e.g. ``("train", "validation")`` for training; ``None``: every case.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`Dataset` (loaded if a folder was given).
+
+    Raises:
+        HemolabError: naming each broken case, what is wrong with it and what to do.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    wanted = SPLITS if splits is None else tuple(splits)
+    unknown = set(wanted) - set(SPLITS)
+    if unknown:
+        raise HemolabError(f"splits must be among {SPLITS}, got {sorted(unknown)}")
+    cases = [c for c in ds.cases if c.split in wanted]
+    if not cases:
+        raise HemolabError(f"dataset {ds.root} has no {' / '.join(wanted)} cases to check")
+    problems: list[str] = []
+    for case in tqdm(cases, desc="checking cases", unit="case", disable=not progress, leave=False):
+        try:
+            image = case.load_image()
+            check_head_ct(image, name=f"image {case.image_path.name}", source=case.image_path)
+            if case.label_path is None:
+                if case.split != "test":
+                    raise HemolabError(
+                        f"it has no label: a {case.split} case needs one ('label' in dataset.json)"
+                    )
+                continue
+            label = _read(case.label_path, "label")
+            check_mask(array_from_image(label), f"label {case.label_path.name} ({case.label_path})")
+            check_same_geometry(
+                image, label, (f"image {case.image_path.name}", f"label {case.label_path.name}")
+            )
+        except HemolabError as exc:
+            problems.append(f"case {case.case_id} ({case.split}): {exc}")
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise HemolabError(
+            f"{len(problems)} of {len(cases)} case(s) of dataset {ds.root} cannot be used:\n  "
+            + "\n  ".join(shown)
+            + "\nFix or replace these files, or remove the cases from dataset.json, and run again"
+        )
+    return ds
+
+
 def cohort_dir(profile: str | None = None, seed: int = 0) -> Path:
     """Where :func:`ensure_cohort` keeps the synthetic cohort of a profile and seed (not created here)."""
     return workspace_dir("data") / f"synth-{resolve_profile(profile)}-seed{seed}"
@@ -269,4 +337,4 @@ def ensure_cohort(profile: str | None = None, seed: int = 0) -> Path:
     return workspace_dir("data", f"synth-{profile}-seed{seed}")
 
 
-__all__ = ["SPLITS", "Case", "Dataset", "cohort_dir", "ensure_cohort", "load_dataset"]
+__all__ = ["SPLITS", "Case", "Dataset", "cohort_dir", "ensure_cohort", "load_dataset", "validate_dataset"]

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
-from hemolab.validation import CT_HU_RANGE, check_hu, check_mask, check_spacing, check_volume
+from hemolab.validation import CT_HU_RANGE, check_head_ct, check_mask, check_spacing, check_volume
 
 
 def array_from_image(image: sitk.Image) -> np.ndarray:
@@ -169,9 +169,12 @@ def load_scan(
         ``corrections`` (a list of sentences, empty when the scan was read as stored).
 
     Raises:
-        HemolabFileError: missing path, or a folder without DICOM files.
+        HemolabFileError: missing path, a folder without DICOM files, or a NIfTI file that ends before its last
+            voxel (a truncated download: ITK would read the missing voxels as 0).
         HemolabError: not an image, not 3D, several equally large DICOM series, duplicate slice positions,
-            NaN values, or intensities that are not CT Hounsfield units.
+            NaN values, or intensities that are not a head CT in Hounsfield units (no air, no bone; see
+            :func:`hemolab.validation.check_head_ct`, whose size limits are left to the callers that segment
+            or train).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -193,7 +196,9 @@ def load_scan(
         )
         arr[low] = AIR_HU
         image = image_from_array(arr, reference=image)
-    check_hu(arr, f"the scan {path.name}")
+    # the one check of a scan's content (finite, HU, air, bone); the size limits of a head are checked where a
+    # scan is segmented or trained on (hemolab segment/train, segment_scan, validate_dataset)
+    check_head_ct(arr, image.GetSpacing(), name=f"the scan {path.name}", source=path, geometry=False)
     info.update(
         size=tuple(image.GetSize()),
         spacing=tuple(round(s, 4) for s in image.GetSpacing()),
@@ -219,11 +224,55 @@ def _read_file(path: Path, info: dict) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
+        with open(path, "rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        if compressed or name.endswith(".nii"):  # a NIfTI cut short before the end of its header
+            check_file_complete(path)
         raise HemolabError(
             f"{path} is not an image SimpleITK can read ({str(exc).strip().splitlines()[-1][:200]}): "
-            "give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a folder of DICOM files"
+            "give a NIfTI (.nii/.nii.gz), NRRD, MHA/MHD file or a folder of DICOM files; a truncated file "
+            "(an interrupted download or copy) also ends here: fetch it again"
         ) from None
+    check_file_complete(path)
     return _canonical(image, path.name)
+
+
+def check_file_complete(path: str | os.PathLike) -> None:
+    """Raise unless a NIfTI file (``.nii``/``.nii.gz``) holds all its voxels, each one finite.
+
+    ITK reads a NIfTI file that was cut short (an interrupted download) with the missing voxels as 0, and
+    NaN voxels as 0 too, so a broken scan would look like a head with water in it. This reads the voxels
+    once more with nibabel, which checks the gzip stream and the data length against the header. Other
+    formats are left to ITK, which refuses truncated NRRD and MHA files itself.
+
+    Args:
+        path: the file.
+
+    Raises:
+        HemolabFileError: the file ends before its last voxel, or its gzip stream is damaged.
+        HemolabError: it holds NaN or infinite values.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    import nibabel as nib
+
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, OSError, nibabel's own errors
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise HemolabFileError(
+            f"{path} cannot be read completely ({reason}): the file is truncated or damaged, e.g. by an "
+            "interrupted download or copy. Fetch or export it again"
+        ) from None
+    if data.dtype.kind in "fc":
+        n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if n_bad:
+            raise HemolabError(
+                f"{path} contains {n_bad} NaN or infinite voxel values (of {data.size}): hemolab cannot tell what "
+                "tissue they are. Fill them (e.g. with -1024 HU outside the head) or re-export the scan"
+            )
 
 
 def _canonical(image: sitk.Image, name: str) -> sitk.Image:

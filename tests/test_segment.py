@@ -1,4 +1,9 @@
-"""Whole-scan segmentation (hemolab.segment, hemolab.architectures.segment_scan): geometry, volume, meta, errors."""
+"""Whole-scan segmentation (hemolab.segment, hemolab.architectures.segment_scan): geometry, volume, meta, errors.
+
+The phantom below is no head (no skull, 5 cm across): :func:`hemolab.architectures.segment_scan` refuses it
+(tested here), so the pipeline itself is tested through :func:`hemolab.segment.segment_cnnds`, the function
+``segment_scan`` hands a checked scan to.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from hemolab.architectures import segment_scan
+from hemolab.architectures import segment_scan as checked_segment_scan
 from hemolab.checkpoint import CheckpointMeta
 from hemolab.errors import HemolabError
 from hemolab.evaluation import CASE_COLUMNS, evaluate_cases
 from hemolab.io import array_from_image, image_from_array
 from hemolab.metrics import overlap, volume_ml
+from hemolab.segment import segment_cnnds as segment_scan
 
 META = {"arch": "cnnds", "grid_size": [32, 32, 16]}  # a version-1 style dict: the paper's HU window
 
@@ -84,12 +90,20 @@ def test_inference_uses_the_checkpoints_threshold_and_hu_window():
     assert shifted.volume_ml < 0.1 * default.volume_ml
 
 
+def test_segment_scan_refuses_a_phantom_that_is_no_head():
+    image, _ = head_with_bleed()
+    with pytest.raises(HemolabError, match="a head needs at least 100 mm"):
+        checked_segment_scan(image, ThresholdNet(), META)
+
+
 def test_clear_errors():
     image, _ = head_with_bleed()
     with pytest.raises(HemolabError, match="SimpleITK image"):
         segment_scan(array_from_image(image), ThresholdNet(), META)
     with pytest.raises(HemolabError, match="arch"):
-        segment_scan(image, ThresholdNet(), {"arch": "resnet", "grid_size": [32, 32, 16]})
+        checked_segment_scan(
+            sitk.Image(8, 8, 8, sitk.sitkFloat32) * 0 - 1000, ThresholdNet(), {"arch": "resnet"}
+        )
     with pytest.raises(HemolabError, match="threshold"):
         segment_scan(image, ThresholdNet(), META, threshold=1.5)
     with pytest.raises(HemolabError, match="3D"):

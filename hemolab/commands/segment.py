@@ -2,6 +2,8 @@
 
 SCAN is a NIfTI/NRRD/MHA file or a DICOM folder (read with ``hemolab.io.read_scan``). The mask is written
 on the scan's own grid; the haemorrhage volume (voxel count x voxel volume) and the time taken are printed.
+A scan that cannot be a head CT (``hemolab.validation.check_head_ct``) or a file that is not a hemolab
+checkpoint stops with an error before anything is written.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from hemolab.architectures import load_checkpoint, segment_scan
     from hemolab.io import read_scan, write_image
+    from hemolab.validation import check_head_ct
 
     out = Path(args.out)
     outputs = [out] + ([Path(args.probability)] if args.probability else [])
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise HemolabError(f"--threshold must lie strictly between 0 and 1, got {args.threshold}")
     model, meta = load_checkpoint(args.model, device=args.device)
     image = read_scan(args.scan)
+    # the one check of a scan (hemolab.validation.check_head_ct), here with the size limits of a head too
+    check_head_ct(image, name=f"the scan {Path(args.scan).name}", source=args.scan)
     result = segment_scan(image, model, meta, threshold=args.threshold)
     write_image(result.mask, out, overwrite=args.overwrite)
     if args.probability:

@@ -25,7 +25,7 @@ import torch
 
 from hemolab.checkpoint import CheckpointMeta
 from hemolab.config import ProfileSettings, resolve_profile, seed_everything, workspace_dir
-from hemolab.datasets import Dataset
+from hemolab.datasets import Dataset, validate_dataset
 from hemolab.losses import DiceLossOnBatch
 from hemolab.models.cnnds import CNNDS
 from hemolab.preprocess import CNNDS_HU_RANGE, cnnds_grid
@@ -187,6 +187,8 @@ def train_cnnds(
     """
 
     settings = (settings or cnnds_settings(profile)).with_overrides(**overrides)
+    if loaders is None:  # every case read and checked before the first epoch; one error names them all
+        dataset = validate_dataset(dataset, ("train", "validation"), progress=progress)
     if run_dir is None:
         run_dir = workspace_dir("runs", f"cnnds-{settings.profile}")
     if loaders is None:

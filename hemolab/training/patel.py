@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hemolab.checkpoint import CheckpointMeta
 from hemolab.config import ProfileSettings, resolve_profile, seed_everything, workspace_dir
-from hemolab.datasets import Dataset, load_dataset
+from hemolab.datasets import Dataset, validate_dataset
 from hemolab.errors import HemolabError
 from hemolab.losses import WeightedCELoss
 from hemolab.models.patel import Patel3DCNN, patel_output_size
@@ -212,8 +212,8 @@ def make_patel_loaders(
     Returns:
         ``(train_loader, val_loader)``; ``val_loader`` is ``None`` when there is no validation case.
     """
-
-    ds = load_dataset(dataset) if isinstance(dataset, str | os.PathLike) else dataset
+    # every training and validation case read and checked first; one error names every broken case
+    ds = validate_dataset(dataset, ("train", "validation"), progress=progress)
     train_cases = list(ds.train)
     if not train_cases:
         raise HemolabError(f"the dataset {ds.root} has no training case")
