@@ -265,7 +265,7 @@ def convert(
     from tqdm.auto import tqdm
 
     from hemolab.errors import HemolabExistsError
-    from hemolab.io import array_from_image, image_from_array, read_scan, write_image
+    from hemolab.io import array_from_image, decathlon_manifest, image_from_array, read_scan, write_image
 
     root, out = find_raw_root(Path(raw).expanduser()), Path(out).expanduser().resolve()
     if out.exists() and not overwrite:
@@ -293,9 +293,7 @@ def convert(
             sub = "Ts" if splits[cid] == "test" else "Tr"
             write_image(image_from_array(hu, reference=scan), tmp / f"images{sub}" / f"{cid}.nii.gz")
             write_image(mask, tmp / f"labels{sub}" / f"{cid}.nii.gz")
-            (test if sub == "Ts" else training).append(
-                {"image": f"./images{sub}/{cid}.nii.gz", "label": f"./labels{sub}/{cid}.nii.gz"}
-            )
+            (test if sub == "Ts" else training).append(cid)
             sp, voxel_ml = scan.GetSpacing(), float(np.prod(scan.GetSpacing())) / 1000.0
             volume = round(float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml, 4)
             d = diagnosis.get(pid, {"subtypes": set(), "slices_with_bleed": 0, "fracture": False})
@@ -308,24 +306,19 @@ def convert(
                 "fracture": d["fracture"], "source": "physionet-ct-ich-1.3.1", "note": note,
             })  # fmt: skip
         validation = sorted(r["case_id"] for r in rows if r["split"] == "validation")
-        meta = {
-            "name": "physionet-ct-ich-1.3.1",
-            "description": (
+        meta = decathlon_manifest(
+            name="physionet-ct-ich-1.3.1",
+            description=(
                 "Head CTs of 75 patients with traumatic brain injury; haemorrhage masks by the consensus of "
                 "two radiologists (one reference, no separate raters). true_volume_ml = reference volume."
             ),
-            "reference": CITATION,
-            "licence": "PhysioNet Restricted Health Data License 1.5.0 (do not redistribute)",
-            "release": "1.3.1",
-            "tensorImageSize": "3D",
-            "modality": {"0": "CT"},
-            "labels": {"0": "background", "1": "haemorrhage"},
-            "numTraining": len(training),
-            "numTest": len(test),
-            "training": training,
-            "test": test,
-            "validation": validation,
-        }
+            reference=CITATION,
+            licence="PhysioNet Restricted Health Data License 1.5.0 (do not redistribute)",
+            release="1.3.1",
+            train_ids=training,
+            test_ids=test,
+            validation_ids=validation,
+        )
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=1))
         with open(tmp / "cases.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from hemolab.atomic import atomic_write
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
 from hemolab.validation import CT_HU_RANGE, check_head_ct, check_mask, check_spacing, check_volume
 
@@ -87,16 +87,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, *, overwrite: bool =
     path = Path(path)
     if path.exists() and not overwrite:
         raise HemolabExistsError(f"{path} exists: pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    compress = path.name.endswith((".nii.gz", ".nrrd", ".mha"))
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress))
     return path
 
 
@@ -112,6 +104,53 @@ AIR_HU = -1024.0
 _NIFTI_LIKE = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 log = logging.getLogger("hemolab.io")
+
+
+def decathlon_manifest(
+    *,
+    name: str,
+    description: str,
+    reference: str,
+    licence: str,
+    release: str,
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    validation_ids: Sequence[str] = (),
+) -> dict:
+    """The ``dataset.json`` of a dataset folder in the Medical Segmentation Decathlon layout.
+
+    Images and labels are ``imagesTr/``, ``labelsTr/`` (training and validation cases) and ``imagesTs/``,
+    ``labelsTs/`` (test cases), one ``<case_id>.nii.gz`` each; ``validation`` lists the training cases held
+    out for validation (hemolab's addition). :func:`hemolab.datasets.load_dataset` reads it back.
+
+    Args:
+        name, description, reference, licence, release: what the dataset is and where it comes from.
+        train_ids: the cases in ``imagesTr`` (validation cases included).
+        test_ids: the cases in ``imagesTs``.
+        validation_ids: the training cases used for validation.
+
+    Returns:
+        The manifest, ready for :func:`json.dump`.
+    """
+
+    def entries(ids: Sequence[str], split: str) -> list[dict[str, str]]:
+        return [{"image": f"./images{split}/{c}.nii.gz", "label": f"./labels{split}/{c}.nii.gz"} for c in ids]
+
+    return {
+        "name": name,
+        "description": description,
+        "reference": reference,
+        "licence": licence,
+        "release": release,
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "haemorrhage"},
+        "numTraining": len(train_ids),
+        "numTest": len(test_ids),
+        "training": entries(train_ids, "Tr"),
+        "validation": list(validation_ids),
+        "test": entries(test_ids, "Ts"),
+    }
 
 
 def sample_scan_path() -> Path:

@@ -263,3 +263,24 @@ def test_simulated_reader_is_a_one_voxel_shift():
     outs = {G.simulated_reader(m, seed).sum() for seed in range(12)}
     assert outs == {G.perturb_mask(m, -1).sum(), G.perturb_mask(m, 1).sum()}
     assert np.array_equal(G.simulated_reader(m, 3), G.simulated_reader(m, 3))
+
+
+def test_observer_tests_report_a_statistic_that_cannot_be_computed():
+    """Two blood-free scans with a false alarm give infinite HD: reported as not computable, no crash."""
+    import pandas as pd
+
+    rows = []
+    for case, (inter, method) in enumerate(
+        [(1.0, 1.2), (2.0, 2.1), (0.0, float("inf")), (0.0, float("inf"))]
+    ):
+        rows.append({"case": case, "comparison": "inter-observer", "dsc": 0.9, "hd": inter})
+        rows.append(
+            {"case": case, "comparison": "method vs observer 1", "dsc": 0.8 + 0.01 * case, "hd": method}
+        )
+    table = pd.DataFrame(rows)
+    out = G.observer_tests(table, metrics=("dsc", "hd")).set_index("metric")
+    assert out.loc["hd", "test"] == "not computable" and np.isnan(out.loc["hd", "pvalue"])
+    assert out.loc["hd", "n_pairs"] == 2 and "only 2 of 4 cases" in out.loc["hd", "note"]
+    assert (
+        out.loc["dsc", "test"] in ("paired t-test", "Wilcoxon signed-rank") and out.loc["dsc", "n_pairs"] == 4
+    )

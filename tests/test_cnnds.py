@@ -342,3 +342,19 @@ def test_benchmark_script_runs(tmp_path, repo_root):
     assert all("median_s" in r for r in res["network"])
     assert res["network"][0]["speed_up_vs_eager_fp32"] == 1.0
     assert [r["variant"] for r in res["training"]][0] == "fp32" and res["training"][0]["steps_per_s"] > 0
+
+
+def test_upsample_mode_is_a_hook_for_the_exercises():
+    """``upsample_mode="trilinear"`` swaps voxel repetition for interpolation, in the decoder and the DS sum."""
+    x = torch.rand(1, 1, 16, 16, 8)
+    torch.manual_seed(0)
+    nearest = CNNDS(base_filters=4, depth=3, dropout=0.0).eval()
+    torch.manual_seed(0)
+    linear = CNNDS(base_filters=4, depth=3, dropout=0.0, upsample_mode="trilinear").eval()
+    assert linear.segmentation_upscale.mode == "trilinear" and linear.upsample[0].upscale.mode == "trilinear"
+    with torch.inference_mode():
+        a, b = nearest(x), linear(x)
+    assert a.shape == b.shape == (1, 1, 16, 16, 8) and not torch.allclose(a, b)
+    assert build_model("cnnds", **linear.model_kwargs()).upsample_mode == "trilinear"
+    with pytest.raises(HemolabError, match="upsample_mode"):
+        CNNDS(upsample_mode="bicubic")

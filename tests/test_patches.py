@@ -259,3 +259,22 @@ def test_recalibrate_batch_norm_sets_population_statistics_and_keeps_weights():
         assert torch.equal(v, after[k]), f"{k} changed"
     with pytest.raises(HemolabError, match="at least one"):
         recalibrate_batch_norm(model, [])
+
+
+def test_weight_map_fn_is_a_hook_for_the_exercises():
+    """A custom weight map replaces the paper's in sample_patch and the patch dataset; its shape is checked."""
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).random((40, 40, 20)).astype(np.float32)
+    label = np.zeros((40, 40, 20), bool)
+    label[18:22, 18:22, 8:12] = True
+    vol = PatelVolume("c", image, label, np.ones_like(label), (1.0, 1.0, 1.0))
+
+    def all_ones(lab, _rng):
+        return np.ones_like(lab, dtype=np.float32)
+
+    s = sample_patch(vol, True, (20, 20, 12), (8, 8, 4), rng, weight_map_fn=all_ones)
+    assert s["weight"].shape == (1, 8, 8, 4) and (s["weight"] == 1).all()
+    ds = PatelPatchDataset([vol], 2, (20, 20, 12), (8, 8, 4), weight_map_fn=all_ones, fixed=True)
+    assert (ds[0]["weight"] == 1).all()
+    with pytest.raises(HemolabError, match="weight_map_fn returned shape"):
+        sample_patch(vol, True, (20, 20, 12), (8, 8, 4), rng, weight_map_fn=lambda lab, r: np.ones(3))

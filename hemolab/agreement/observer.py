@@ -111,8 +111,14 @@ def observer_tests(
 ) -> pd.DataFrame:
     """Paired tests of each "method vs observer k" against the inter-observer values (Patel 2019, Table 2).
 
+    A statistic that cannot be computed is reported as such, never a crash: when fewer than 3 cases have
+    a finite value on both sides (e.g. the method raised a false alarm on blood-free scans, so its
+    Hausdorff distances there are infinite), the row says ``test = "not computable"`` with the reason and
+    NaN statistic and p-value.
+
     Returns:
-        One row per (comparison, metric): ``comparison, metric, test, statistic, pvalue, normal_p``.
+        One row per (comparison, metric): ``comparison, metric, test, statistic, pvalue, normal_p,
+        n_pairs`` (the finite pairs used) and ``note`` (why a test could not be done; empty otherwise).
     """
     rows = []
     base = table[table["comparison"] == baseline].set_index("case")
@@ -121,8 +127,17 @@ def observer_tests(
         for m in metrics:
             if m not in METRIC_NAMES:
                 raise HemolabError(f"unknown metric {m!r}: choose from {METRIC_NAMES}")
-            rows.append({"comparison": comp, "metric": m} | paired_test(other[m], base[m]))
-    return pd.DataFrame(rows)
+            a, b = np.asarray(other[m], dtype=np.float64), np.asarray(base[m], dtype=np.float64)
+            n_pairs = int(np.count_nonzero(np.isfinite(a) & np.isfinite(b)))
+            row = {"comparison": comp, "metric": m}
+            if n_pairs < 3:
+                row |= {"test": "not computable", "statistic": np.nan, "pvalue": np.nan, "normal_p": np.nan,
+                        "note": f"only {n_pairs} of {a.size} cases have a finite {m} on both sides (3 needed)"}  # fmt: skip
+            else:
+                row |= paired_test(a, b) | {"note": ""}
+            rows.append(row | {"n_pairs": n_pairs})
+    columns = ["comparison", "metric", "test", "statistic", "pvalue", "normal_p", "n_pairs", "note"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ----------------------------------------------------------------------------------------- what-if

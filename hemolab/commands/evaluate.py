@@ -3,7 +3,7 @@
 Files are matched by case id: the file name without its extension (``case_007.nii.gz`` in --pred is
 compared with ``case_007.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha`` in --ref). Every case must be in both
 folders, and each pair must share one voxel grid (size, spacing, origin, direction). The metrics are those
-of ``hemolab.metrics.evaluate`` (PAPERS.md §4): DSC, precision, recall, F1, HD, 95% HD, modified HD,
+of ``hemolab.metrics.evaluate`` (docs/methods.md §4): DSC, precision, recall, F1, HD, 95% HD, modified HD,
 contour mean distance (mm, with the voxel spacing), AVD (%) and both volumes (mL).
 
 A per-case table goes to --out (CSV); a summary (mean ± SD as Arab 2020 reports, median [IQR] as Patel 2019
@@ -16,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from hemolab.atomic import atomic_write
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
 
 HELP = "compare predicted masks with reference masks (DSC, HD, 95%% HD, ..., volumes); write a per-case CSV"
@@ -141,10 +142,7 @@ def run(args: argparse.Namespace) -> int:
             raise HemolabError(f"--out must be a .csv file, got {out}")
     table = evaluate_folders(args.pred, args.ref, progress=True)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".tmp-{out.name}")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out)
+        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
     with pd.option_context("display.width", 120, "display.max_columns", 10):
         print(f"{len(table)} case(s): {args.pred} against {args.ref}")
         print(summary_table(table).to_string())

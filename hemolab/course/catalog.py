@@ -337,3 +337,35 @@ def workspace_report(profile: str | None = None) -> str:
         state = "present" if path.exists() else "not yet made: the notebook that needs it makes it"
         lines.append(f"  {name}: {state}\n    {path}")
     return "\n".join(lines)
+
+
+__all__ = [
+    "BADGE_TAG",
+    "BRANCH",
+    "COURSE",
+    "GITHUB_URL",
+    "INDEX",
+    "NAV_TAG",
+    "NBVAL_CHECK",
+    "PARAMETERS_LINE",
+    "PARAMETERS_TAG",
+    "PIP_SPEC",
+    "README_END",
+    "README_START",
+    "REPO",
+    "SETUP_SOURCE",
+    "SETUP_TAG",
+    "Lesson",
+    "binder_badge",
+    "binder_url",
+    "colab_badge",
+    "colab_url",
+    "course_markdown",
+    "course_text",
+    "expected_times",
+    "format_minutes",
+    "lesson",
+    "parse_durations",
+    "print_course",
+    "workspace_report",
+]

@@ -346,3 +346,17 @@ def update_readme(readme: str | Path, check: bool = False) -> bool:
     if check:
         return new != text
     return _write_if_changed(readme, new)
+
+
+__all__ = [
+    "INDEX_TITLE",
+    "NBVAL_REFERENCES",
+    "build_index",
+    "nav_markdown",
+    "readme_block",
+    "update_navigation",
+    "update_readme",
+    "with_navigation",
+    "with_reference_outputs",
+    "write_index",
+]

@@ -261,3 +261,22 @@ def course_problems(notebooks_dir: str | Path) -> list[str]:
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         problems.append("COURSE must list the notebooks in the order of their numbers, each number once")
     return problems
+
+
+__all__ = [
+    "STANDARDS",
+    "check_badge",
+    "check_course_entry",
+    "check_expected_times",
+    "check_kernelspec",
+    "check_learning_goals",
+    "check_navigation",
+    "check_no_device",
+    "check_no_outputs",
+    "check_parameters",
+    "check_setup",
+    "check_summary_exercises",
+    "check_title",
+    "course_problems",
+    "notebook_problems",
+]

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hemolab.errors import HemolabError
+
 
 class ConvNormAct(nn.Sequential):
     """Convolution -> InstanceNorm3d -> LeakyReLU (a "post-activation" convolution of the decoder).
@@ -78,6 +80,21 @@ class ContextModule(nn.Module):
         return x + self.residual(x)
 
 
+#: The x2 up-scalings a CNN-DS can use: voxel repetition (the paper) or trilinear interpolation.
+UPSAMPLE_MODES: tuple[str, ...] = ("nearest", "trilinear")
+
+
+def make_upscale(mode: str = "nearest") -> nn.Upsample:
+    """A x2 up-scaling of a 3D feature map: ``"nearest"`` repeats each voxel into a 2x2x2 block.
+
+    Raises:
+        HemolabError: for a mode that is not in :data:`UPSAMPLE_MODES`.
+    """
+    if mode not in UPSAMPLE_MODES:
+        raise HemolabError(f"upsample_mode must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
+    return nn.Upsample(scale_factor=2, mode=mode, **({"align_corners": False} if mode == "trilinear" else {}))
+
+
 class UpsamplingModule(nn.Module):
     """The up-sampling module: x2 up-scale by voxel repetition, then a 3x3x3 conv halving the channels.
 
@@ -88,11 +105,18 @@ class UpsamplingModule(nn.Module):
         in_channels: channels of the coarser level.
         out_channels: channels of the finer level (``in_channels // 2``).
         negative_slope: leaky ReLU slope (0.01).
+        upsample_mode: ``"nearest"`` (voxel repetition, the paper's) or ``"trilinear"`` (an exercise).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, negative_slope: float = 0.01):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        negative_slope: float = 0.01,
+        upsample_mode: str = "nearest",
+    ):
         super().__init__()
-        self.upscale = nn.Upsample(scale_factor=2, mode="nearest")
+        self.upscale = make_upscale(upsample_mode)
         self.conv = ConvNormAct(in_channels, out_channels, 3, negative_slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

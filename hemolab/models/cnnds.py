@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from hemolab.errors import HemolabError
-from hemolab.models.blocks import ContextModule, LocalisationModule, UpsamplingModule
+from hemolab.models.blocks import ContextModule, LocalisationModule, UpsamplingModule, make_upscale
 
 #: Depths of the paper's grid search (Arab 2020, Methods, "Neural network training").
 PAPER_DEPTHS: tuple[int, ...] = (3, 4, 5, 6)
@@ -104,6 +104,8 @@ class CNNDS(nn.Module):
         deep_supervision: sum the segmentation layers of the three finest decoder levels (``True``) or
             use only the finest one (``False``, the ablation of Table 4).
         negative_slope: leaky ReLU slope (0.01).
+        upsample_mode: how the decoder and the deep-supervision sum up-scale x2: ``"nearest"`` (voxel
+            repetition, the paper's) or ``"trilinear"`` (for the exercises of notebook 02).
 
     Shapes:
         input ``(B, in_channels, x, y, z)`` with every size a multiple of ``2**(depth-1)``;
@@ -122,6 +124,7 @@ class CNNDS(nn.Module):
         dropout: float = 0.3,
         deep_supervision: bool = True,
         negative_slope: float = 0.01,
+        upsample_mode: str = "nearest",
     ):
         super().__init__()
         if int(depth) < 2:
@@ -140,6 +143,7 @@ class CNNDS(nn.Module):
         self.dropout = float(dropout)
         self.deep_supervision = bool(deep_supervision)
         self.negative_slope = float(negative_slope)
+        self.upsample_mode = str(upsample_mode)
 
         ch = self.channels
         # contracting path
@@ -150,7 +154,8 @@ class CNNDS(nn.Module):
         self.context = nn.ModuleList(ContextModule(c, self.dropout, self.negative_slope) for c in ch)
         # expansive path: index i = the level the module's output lives on (0 = finest)
         self.upsample = nn.ModuleList(
-            UpsamplingModule(ch[i + 1], ch[i], self.negative_slope) for i in range(self.depth - 1)
+            UpsamplingModule(ch[i + 1], ch[i], self.negative_slope, self.upsample_mode)
+            for i in range(self.depth - 1)
         )
         self.localisation = nn.ModuleList(
             LocalisationModule(2 * ch[i], ch[i], self.negative_slope) for i in range(self.depth - 1)
@@ -159,7 +164,7 @@ class CNNDS(nn.Module):
         self.segmentation = nn.ModuleList(
             nn.Conv3d(ch[i], self.out_channels, 1) for i in range(self.n_segmentation_levels)
         )
-        self.segmentation_upscale = nn.Upsample(scale_factor=2, mode="nearest")
+        self.segmentation_upscale = make_upscale(self.upsample_mode)
 
     # ---------------------------------------------------------------------------------- description
     @property
@@ -187,6 +192,7 @@ class CNNDS(nn.Module):
             "dropout": self.dropout,
             "deep_supervision": self.deep_supervision,
             "negative_slope": self.negative_slope,
+            "upsample_mode": self.upsample_mode,
         }
 
     def extra_repr(self) -> str:

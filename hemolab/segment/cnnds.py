@@ -44,12 +44,8 @@ def segment_cnnds(
 ) -> SegmentationResult:
     """Segment one head CT with a trained CNN-DS (the steps of the module docstring).
 
-    Args:
-        image: the scan in HU (:func:`hemolab.io.read_scan`), any size and spacing.
-        model: the trained network.
-        meta: its checkpoint meta (``grid_size``, ``hu_window``, ``threshold``).
-        threshold: overrides the checkpoint's threshold.
-        device: where to run the network (``None`` = where the model is).
+    The arguments are those of :func:`hemolab.architectures.segment_scan`, which checks the scan and calls
+    this for a CNN-DS checkpoint; the meta gives the grid (``grid_size``), the HU window and the threshold.
 
     Returns:
         A :class:`~hemolab.segment.SegmentationResult` on the input scan's grid.

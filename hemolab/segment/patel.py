@@ -47,11 +47,9 @@ def segment_patel(
     mL. Everything happens on the scan's own grid.
 
     Args:
-        image: the scan in HU (:class:`SimpleITK.Image`, e.g. :func:`hemolab.io.read_scan`).
-        model: the trained network (:func:`hemolab.architectures.load_checkpoint`).
-        meta: its checkpoint meta (tile sizes, HU window, threshold, cluster rule, cavity restriction).
-        threshold: overrides the checkpoint's threshold.
-        device: where to run the network (``None`` = where the model is).
+        image, model, meta, threshold, device: as for :func:`hemolab.architectures.segment_scan`, which
+            checks the scan and calls this for a Patel checkpoint; the meta gives the tile sizes, the HU
+            window, the threshold, the cluster rule and whether to keep only the cranial cavity.
         batch_size: tiles per forward pass.
         stride: tile step (``None`` = the checkpoint's ``tile_stride``, else aligned to the pooling grid;
             ``"paper"`` = edge to edge).

@@ -1,7 +1,7 @@
 """Synthetic head CTs with intracranial haemorrhage, three raters each, in Medical Segmentation Decathlon layout.
 
 The papers' data (Arab 2020: 55 scans, three raters; Patel 2019) are not public, so hemolab generates a
-look-alike cohort (PAPERS.md §1): :func:`make_cohort` writes it, :func:`hemolab.datasets.load_dataset` reads it,
+look-alike cohort (docs/methods.md §1): :func:`make_cohort` writes it, :func:`hemolab.datasets.load_dataset` reads it,
 :func:`hemolab.datasets.ensure_cohort` makes the workspace's copy on first use.
 
 Modules: :mod:`~hemolab.synth.grid` (voxel grids, smooth random fields), :mod:`~hemolab.synth.anatomy`

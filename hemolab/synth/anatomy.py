@@ -20,7 +20,7 @@ z superior); the head frame ``(xr, yr, zr)`` is the world frame rotated by the h
 head centre (about the level of the lateral ventricles).
 
 This is teaching material, not an anatomical atlas: it reproduces what matters for haemorrhage
-segmentation (Arab 2020 / Patel 2019 data, PAPERS.md §1-2): intensities, thin bone next to blood, CSF
+segmentation (Arab 2020 / Patel 2019 data, docs/methods.md §1-2): intensities, thin bone next to blood, CSF
 next to brain, and bright non-blood structures.
 """
 

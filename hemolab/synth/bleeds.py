@@ -76,6 +76,26 @@ class Bleed:
         return self.fraction >= 0.5
 
 
+def _level_for_count(values: np.ndarray, n_target: int, *, empty: float, above_kth: float) -> float:
+    """The level that ``n_target`` of ``values`` lie below: how a bleed's shape is scaled to its target volume.
+
+    Args:
+        values: per-voxel levels (the smaller, the earlier a voxel joins the bleed).
+        n_target: voxels wanted.
+        empty: the level when there are no values.
+        above_kth: how far above the ``n_target``-th smallest value the level is put.
+
+    Returns:
+        ``empty`` for no values; just above the largest when there are fewer than ``n_target``; else just
+        above the ``n_target``-th smallest.
+    """
+    if values.size == 0:
+        return empty
+    if values.size <= n_target:
+        return float(values.max()) + 1e-3
+    return float(np.partition(values, n_target - 1)[n_target - 1]) + above_kth
+
+
 def _sub_grid(grid: Grid, box) -> Grid:
     start = [s.start for s in box]
     return Grid(
@@ -140,14 +160,7 @@ def _blob_union(
     if counted is not None:
         ok &= counted[box]
     n_target = max(1, int(round(target_ml / grid.voxel_ml)))
-    vals = f[ok]
-    if vals.size == 0:
-        tau = 1.0
-    elif vals.size <= n_target:
-        tau = float(vals.max()) + 1e-3
-    else:
-        tau = float(np.partition(vals, n_target - 1)[n_target - 1]) + 1e-6
-    tau = float(np.clip(tau, 0.55, 1.6))
+    tau = float(np.clip(_level_for_count(f[ok], n_target, empty=1.0, above_kth=1e-6), 0.55, 1.6))
     return box, f, tau, r
 
 
@@ -346,13 +359,7 @@ def _extra_axial(head: Head, rng, target_ml: float, kind: str) -> Bleed:
     d, c, pr = head.depth_inner[cand], head.cavity[cand], prof[cand]
     t_needed = (d + np.float32(h) * (np.float32(0.5) / c - np.float32(0.5))) / pr
     n_target = max(1, int(round(target_ml / grid.voxel_ml)))
-    if t_needed.size == 0:
-        t_max = 38.0
-    elif t_needed.size <= n_target:
-        t_max = float(t_needed.max()) + 1e-3
-    else:
-        t_max = float(np.partition(t_needed, n_target - 1)[n_target - 1]) + 1e-3
-    t_max = float(np.clip(t_max, 1.0, 38.0))
+    t_max = float(np.clip(_level_for_count(t_needed, n_target, empty=38.0, above_kth=1e-3), 1.0, 38.0))
     thick = (prof * np.float32(t_max)).astype(np.float32)
     fraction = (soft(head.depth_inner - thick, h) * head.cavity).astype(np.float32)
     t_used = t_max

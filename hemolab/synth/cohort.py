@@ -1,6 +1,6 @@
 """A synthetic cohort of head CTs with haemorrhage, written as a Medical Segmentation Decathlon dataset.
 
-Arab 2020 (PAPERS.md §1) used 55 first non-contrast head CTs (512x512x43-66 voxels, in-plane
+Arab 2020 (docs/methods.md §1) used 55 first non-contrast head CTs (512x512x43-66 voxels, in-plane
 0.42-0.50 mm, slices 2.4-3 mm) split 40 train / 5 validation / 10 test, each labelled by three raters
 whose majority vote is the reference. Those scans are not public, so hemolab generates look-alikes:
 
@@ -40,40 +40,19 @@ from tqdm.auto import tqdm
 
 from hemolab.config import resolve_profile
 from hemolab.errors import HemolabError, HemolabExistsError
-from hemolab.io import image_from_array, write_image
+from hemolab.io import decathlon_manifest, image_from_array, write_image
 from hemolab.synth.anatomy import build_head
-from hemolab.synth.bleeds import BLEED_TYPES, VOLUME_RANGE_ML, apply_bleed, bright_spill, make_bleed
+from hemolab.synth.bleeds import VOLUME_RANGE_ML, apply_bleed, bright_spill, make_bleed
 from hemolab.synth.grid import Grid
 from hemolab.synth.raters import majority_vote, simulate_raters
 from hemolab.synth.scanner import acquire
 
 #: Acquisition and size of each profile.
 PROFILE_SPECS: dict[str, dict] = {
-    "tiny": {
-        "n_cases": 8,
-        "split": (5, 1, 2),
-        "matrix": 64,
-        "in_plane": (3.4, 3.7),
-        "slices": (16, 16),
-        "slice_mm": (9.0, 10.0),
-    },
-    "small": {
-        "n_cases": 20,
-        "split": (14, 2, 4),
-        "matrix": 128,
-        "in_plane": (1.7, 1.9),
-        "slices": (32, 32),
-        "slice_mm": (4.5, 5.0),
-    },
-    "full": {
-        "n_cases": 55,
-        "split": (40, 5, 10),
-        "matrix": 512,
-        "in_plane": (0.42, 0.50),
-        "slices": (40, 66),
-        "slice_mm": (2.4, 4.0),
-    },
-}
+    "tiny": dict(n_cases=8, split=(5, 1, 2), matrix=64, in_plane=(3.4, 3.7), slices=(16, 16), slice_mm=(9.0, 10.0)),
+    "small": dict(n_cases=20, split=(14, 2, 4), matrix=128, in_plane=(1.7, 1.9), slices=(32, 32), slice_mm=(4.5, 5.0)),
+    "full": dict(n_cases=55, split=(40, 5, 10), matrix=512, in_plane=(0.42, 0.50), slices=(40, 66), slice_mm=(2.4, 4.0)),
+}  # fmt: skip
 
 #: The order bleed types are dealt to cases (after the scans without haemorrhage).
 _TYPE_CYCLE = (
@@ -288,32 +267,19 @@ def generate_case(plan: CasePlan) -> SynthCase:
 
 
 def _dataset_json(plans: list[CasePlan], profile: str, seed: int) -> dict:
-    train = [p for p in plans if p.split in ("train", "validation")]
-    test = [p for p in plans if p.split == "test"]
-    return {
-        "name": f"hemolab-synth-{profile}",
-        "description": (
+    return decathlon_manifest(
+        name=f"hemolab-synth-{profile}",
+        description=(
             "Synthetic non-contrast head CTs with intracranial haemorrhage (hemolab.synth, "
             f"profile {profile}, seed {seed}); reference label = majority vote of 3 simulated raters."
         ),
-        "reference": "hemolab; layout of the Medical Segmentation Decathlon",
-        "licence": "CC0-1.0",
-        "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "haemorrhage"},
-        "numTraining": len(train),
-        "numTest": len(test),
-        "training": [
-            {"image": f"./imagesTr/{p.case_id}.nii.gz", "label": f"./labelsTr/{p.case_id}.nii.gz"}
-            for p in train
-        ],
-        "validation": [p.case_id for p in plans if p.split == "validation"],
-        "test": [
-            {"image": f"./imagesTs/{p.case_id}.nii.gz", "label": f"./labelsTs/{p.case_id}.nii.gz"}
-            for p in test
-        ],
-    }
+        reference="hemolab; layout of the Medical Segmentation Decathlon",
+        licence="CC0-1.0",
+        release="1.0",
+        train_ids=[p.case_id for p in plans if p.split in ("train", "validation")],
+        test_ids=[p.case_id for p in plans if p.split == "test"],
+        validation_ids=[p.case_id for p in plans if p.split == "validation"],
+    )
 
 
 def _fmt(value) -> str:
@@ -418,14 +384,3 @@ def make_cohort(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-__all__ = [
-    "BLEED_TYPES",
-    "PROFILE_SPECS",
-    "CasePlan",
-    "SynthCase",
-    "generate_case",
-    "make_cohort",
-    "plan_cohort",
-]

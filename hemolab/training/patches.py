@@ -30,7 +30,7 @@ Our choices (documented in notebook 04):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ from hemolab.models.inference import center_crop
 from hemolab.preprocess import PAD_VALUE, cranial_cavity_mask, prepare_patel
 from hemolab.preprocess import patel_augmentation as _augmentation
 from hemolab.validation import check_triple
+
+#: A weight-map function: ``fn(label_patch, rng) -> weights`` of the same shape (:func:`patch_weight_map`).
+WeightMapFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def extract_patch(
@@ -176,6 +179,7 @@ def sample_patch(
     output_size: Sequence[int],
     rng: np.random.Generator,
     transform=None,
+    weight_map_fn: WeightMapFn | None = None,
 ) -> dict[str, np.ndarray]:
     """One training sample: a centre from the foreground or the cavity background, patches, weight map.
 
@@ -187,6 +191,8 @@ def sample_patch(
         output_size: network output patch size.
         rng: random generator (centre, augmentation seed, weight map).
         transform: augmentation (e.g. :func:`patel_augmentation`) applied to image and input-size label.
+        weight_map_fn: ``fn(label, rng) -> weights`` on the output-size label (default: the paper's
+            :func:`patch_weight_map`); a hook for notebook 04's exercises.
 
     Returns:
         ``{"image": (1, *input_size) float32, "label": (1, *output_size) float32,
@@ -203,7 +209,11 @@ def sample_patch(
         image = np.asarray(out["image"], dtype=np.float32)[0]
         label = np.asarray(out["label"], dtype=np.float32)[0]
     label = (center_crop(label, output_size) > 0.5).astype(np.float32)
-    weight = patch_weight_map(label, rng)
+    weight = np.asarray((weight_map_fn or patch_weight_map)(label, rng), dtype=np.float32)
+    if weight.shape != label.shape:
+        raise HemolabError(
+            f"weight_map_fn returned shape {weight.shape} for a label patch of shape {label.shape}"
+        )
     return {
         "image": image[None].astype(np.float32),
         "label": label[None],
@@ -228,6 +238,7 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         n_patches: the dataset's length (patches per epoch).
         input_size, output_size: network patch sizes.
         transform: augmentation for training (``None`` for none).
+        weight_map_fn: the weight map (:func:`sample_patch`; default :func:`patch_weight_map`).
         seed: random seed.
         fixed: see above.
     """
@@ -240,6 +251,7 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         output_size: Sequence[int],
         *,
         transform=None,
+        weight_map_fn: WeightMapFn | None = None,
         seed: int = 0,
         fixed: bool = False,
     ):
@@ -252,6 +264,7 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         self.input_size = check_triple(input_size)
         self.output_size = check_triple(output_size)
         self.transform = transform
+        self.weight_map_fn = weight_map_fn
         self.seed = int(seed)
         self.fixed = bool(fixed)
         self._rng = np.random.default_rng(self.seed)
@@ -269,7 +282,9 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         foreground = i % 2 == 0
         pool = self._fg_volumes if foreground else self.volumes
         vol = pool[int(rng.integers(len(pool)))]
-        s = sample_patch(vol, foreground, self.input_size, self.output_size, rng, self.transform)
+        s = sample_patch(
+            vol, foreground, self.input_size, self.output_size, rng, self.transform, self.weight_map_fn
+        )
         item = {k: torch.from_numpy(v) for k, v in s.items()}
         item["case_id"] = vol.case_id
         if self.fixed:
