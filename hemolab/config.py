@@ -124,11 +124,63 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+def _memory_gb() -> tuple[float | None, float | None]:
+    """Total and available RAM in GB (Linux ``/proc/meminfo``; ``os.sysconf`` elsewhere; None if unknown)."""
+    try:
+        info = dict(
+            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+        )
+        return (int(info["MemTotal"].split()[0]) / 1024**2, int(info["MemAvailable"].split()[0]) / 1024**2)
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, None
+        except (AttributeError, ValueError, OSError):
+            return None, None
+
+
+def environment_report() -> str:
+    """What a run depends on, as MONAI's ``print_config()`` shows it: versions, device, cores, memory.
+
+    Returns:
+        A few lines: Python, hemolab, torch, MONAI, SimpleITK, NumPy versions; the device torch uses (and
+        the GPU's name and memory); CPU cores and torch threads; RAM total and available.
+    """
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    versions = ", ".join(
+        f"{name} {version(pkg)}" for name, pkg in
+        [("hemolab", "hemolab"), ("torch", "torch"), ("MONAI", "monai"), ("SimpleITK", "SimpleITK"), ("NumPy", "numpy")]
+    )  # fmt: skip
+    device = get_device()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        dev = f"{device} ({props.name}, {props.total_memory / 1024**3:.0f} GB)"
+    else:
+        dev = f"cpu ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"
+    total, avail = _memory_gb()
+    ram = (
+        "unknown"
+        if total is None
+        else f"{total:.1f} GB" + ("" if avail is None else f" ({avail:.1f} GB available)")
+    )
+    return "\n".join([f"Python {platform.python_version()}; {versions}", f"device: {dev}; RAM: {ram}"])
+
+
 def setup_notebook(profile: str | None = None, seed: int = 0) -> str:
     """What every notebook calls right after its ``parameters`` cell.
 
-    Resolves the profile, seeds every random generator and prints one line saying where the notebook
-    runs (profile, device, workspace folder), so that a student always knows what they are looking at.
+    Resolves the profile, seeds every random generator and prints where the notebook runs (profile,
+    device, workspace folder) and on what (:func:`environment_report`: versions, cores, memory), so that a
+    student always knows what they are looking at and an instructor can compare two students' runs.
 
     Args:
         profile: the notebook's ``profile`` parameter (``None`` = auto).
@@ -146,6 +198,7 @@ def setup_notebook(profile: str | None = None, seed: int = 0) -> str:
 
         gpu = f" ({torch.cuda.get_device_name(device)})"
     print(f"hemolab profile: {profile} | device: {device}{gpu} | workspace: {workspace_dir()}")
+    print(environment_report())
     return profile
 
 

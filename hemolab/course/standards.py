@@ -211,6 +211,40 @@ def _as_code(minutes: float) -> str:
 
 
 #: Every standard, by name (the tests parametrise over these).
+_ORIGIN_LOWER = re.compile(r"""origin\s*=\s*["']lower["']""")
+_ELLIPSIS = re.compile(r"\[(?:\.\.\.|…)\]")
+
+
+def check_slice_orientation(nb, file: str) -> list[str]:
+    """No ``origin="lower"``: every slice is shown as the viewer shows it (anterior up, ``hemolab.viz``).
+
+    Drawing an axial slice with ``origin="lower"`` turns it upside down against every other figure of the
+    course; use :func:`hemolab.viz.render_slice`, or ``imshow(slice.T)`` with the default origin.
+    """
+    return [
+        f'code cell {i} uses origin="lower": show slices as hemolab.viz does (anterior up, default origin)'
+        for i, c in enumerate(_content_cells(nb))
+        if c.cell_type == "code" and _ORIGIN_LOWER.search(_source(c))
+    ]
+
+
+def check_quotes(nb, file: str) -> list[str]:
+    """A quotation that leaves words out (``[...]``) says what it left out and why, in the same cell.
+
+    Cutting a paper's sentence where it contradicts the code hides a disagreement: quote in full, or mark
+    the cut and explain it in the cell with the words "left out".
+    """
+    problems = []
+    for i, c in enumerate(_content_cells(nb)):
+        if c.cell_type != "markdown":
+            continue
+        src = _source(c)
+        quoted = [line for line in src.splitlines() if line.lstrip().startswith(">") or '"' in line]
+        if any(_ELLIPSIS.search(line) for line in quoted) and "left out" not in src.lower():
+            problems.append(f"markdown cell {i} cuts a quotation with [...] without saying what is left out")
+    return problems
+
+
 STANDARDS: dict[str, Callable[..., list[str]]] = {
     "title": check_title,
     "learning_goals": check_learning_goals,
@@ -224,6 +258,8 @@ STANDARDS: dict[str, Callable[..., list[str]]] = {
     "no_hard_coded_device": check_no_device,
     "kernelspec": check_kernelspec,
     "course_entry": check_course_entry,
+    "slice_orientation": check_slice_orientation,
+    "quotes": check_quotes,
 }
 
 
@@ -274,7 +310,9 @@ __all__ = [
     "check_no_device",
     "check_no_outputs",
     "check_parameters",
+    "check_quotes",
     "check_setup",
+    "check_slice_orientation",
     "check_summary_exercises",
     "check_title",
     "course_problems",

@@ -247,7 +247,8 @@ def draw_tile_grid(
 ) -> None:
     """Draw the output tiles (and one tile's input context) that cross axial slice ``z`` on a matplotlib axis.
 
-    The image on ``ax`` must be shown as ``imshow(slice.T, origin="lower")`` (x to the right, y up).
+    The image on ``ax`` must be shown as ``imshow(slice.T)`` with the default origin, as every slice of the
+    course is (x to the right, y down: anterior at the top).
 
     Args:
         ax: a matplotlib axis.
@@ -265,7 +266,7 @@ def draw_tile_grid(
         (x0, y0, _), (x1, y1, _) = t.output_start, t.output_stop
         c = colours(n % colours.N)
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=c, lw=2))
-        ax.text(x0 + 1, y0 + 1, f"{t.index[0]},{t.index[1]}", color=c, fontsize=8, va="bottom")
+        ax.text(x0 + 1, y0 + 1, f"{t.index[0]},{t.index[1]}", color=c, fontsize=8, va="top")
     if highlight is not None:
         t = tiles[highlight]
         (x0, y0, _), (x1, y1, _) = t.input_start, t.input_stop
