@@ -6,12 +6,12 @@ that the ratios are fair:
 
 1. the network alone (batch 1) under several inference settings, each compared with plain eager
    float32 (``torch.no_grad``): ``torch.inference_mode``, channels-last 3D memory layout, bfloat16 /
-   float16 autocast, optionally ``torch.compile``, and :func:`hemolab.models.cnnds.predict` with
+   float16 autocast, optionally ``torch.compile``, and :func:`hemolab.models.inference.predict` with
    ``fast=True`` (what hemolab uses). For every setting it reports how far the output moves from float32
    (largest probability difference, Dice of the 0.5-thresholded masks), on the random-weight paper-size
    network and -- with ``--checkpoint`` (or ``auto``) -- on a trained checkpoint's own grid and real cases;
-2. the whole pipeline, :func:`hemolab.segment.segment_scan` on the shipped GE head CT (skipped if that
-   module is absent);
+2. the whole pipeline, :func:`hemolab.architectures.segment_scan` on the shipped GE head CT (skipped if
+   that module is absent);
 3. training steps per second (Adam, batch 1, the paper's soft Dice loss), float32 and autocast.
 
 Usage::
@@ -43,7 +43,7 @@ import torch
 
 from hemolab.losses import SoftDiceLoss
 from hemolab.models import CNNDS
-from hemolab.models.cnnds import bf16_supported, predict
+from hemolab.models.inference import bf16_supported, predict
 
 PAPER_SECONDS_PER_SCAN = 0.74  # Arab 2020, Results: 0.74 +- 0.07 s on one Tesla K40, preprocessing included
 
@@ -241,17 +241,17 @@ def _summarise(rows: list[dict], **info) -> dict:
 
 def accuracy_on_checkpoint(path: str, device: torch.device, max_cases: int = 4) -> dict:
     """fp32 vs predict(fast=True) on a trained checkpoint: cohort cases and the GE scan at its own grid."""
+    from hemolab.architectures import load_checkpoint
     from hemolab.io import read_scan, sample_scan_path
     from hemolab.preprocess import prepare_cnnds
-    from hemolab.training import load_checkpoint
 
     model, meta = load_checkpoint(path, device=device)
-    size = tuple(int(s) for s in meta["grid_size"])
+    size = tuple(int(s) for s in meta.grid_size)
     images = []
     try:
         from hemolab.datasets import ensure_cohort, load_dataset
 
-        ds = load_dataset(ensure_cohort(meta.get("profile", "tiny")))
+        ds = load_dataset(ensure_cohort(meta.profile or "tiny"))
         images = [c.load_image() for c in (ds.test + ds.validation)[:max_cases]]
     except Exception as exc:  # noqa: BLE001
         print(f"  (no cohort for the accuracy check: {exc})")
@@ -263,7 +263,7 @@ def accuracy_on_checkpoint(path: str, device: torch.device, max_cases: int = 4) 
             _compare_probs(predict(copy.deepcopy(model), x, fast=True), predict(model, x, fast=False))
         )
     return _summarise(
-        rows, source=f"checkpoint {path}", model_kwargs=meta.get("model_kwargs"), grid_size=list(size)
+        rows, source=f"checkpoint {path}", model_kwargs=dict(meta.model_kwargs), grid_size=list(size)
     )
 
 
@@ -321,9 +321,9 @@ def accuracy_on_overfit(
 def bench_pipeline(model: CNNDS, device: torch.device, repeats: int, size) -> dict:
     """segment_scan (preprocess + network + back to the scan's grid + volume) on the shipped GE head CT."""
     try:
-        from hemolab.segment import segment_scan
+        from hemolab.architectures import segment_scan
     except ImportError as exc:
-        return {"skipped": f"hemolab.segment not available ({exc})"}
+        return {"skipped": f"hemolab.architectures not available ({exc})"}
     from hemolab.io import read_scan, sample_scan_path
 
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Benchmark: tiled whole-scan inference of the Patel 3D CNN at the paper's size vs the paper's 104 s.
 
 Patel 2019 ("Results") reports 104 ± 15 s per volume on an NVIDIA Titan X for the network (plus ~6 min
-for the cranial-cavity segmentation). This script times hemolab's :func:`hemolab.tiling.tiled_predict`
+for the cranial-cavity segmentation). This script times hemolab's :func:`hemolab.segment.tiled_predict`
 with the full-width network (base 32, ~16 M parameters) on a scan of the paper's size:
 
 * ``--variant iso``: 124^3 input -> 36^3 output tiles on a 512 x 512 x 400 scan (Radboudumc:
@@ -64,8 +64,8 @@ def time_tiles(
 
 
 def time_scan(model, device, scan_shape, input_size, output_size, batch: int, bf16: bool, stride) -> float:
-    """Seconds for :func:`hemolab.tiling.tiled_predict` over a whole random scan (normalised values)."""
-    from hemolab.tiling import tiled_predict
+    """Seconds for :func:`hemolab.segment.tiled_predict` over a whole random scan (normalised values)."""
+    from hemolab.segment import tiled_predict
 
     vol = np.random.default_rng(0).random(scan_shape, dtype=np.float32)
     _sync(device)
@@ -81,7 +81,7 @@ def time_scan(model, device, scan_shape, input_size, output_size, batch: int, bf
 def main(argv=None) -> int:
     from hemolab.config import get_device, workspace_dir
     from hemolab.models.patel import Patel3DCNN, count_parameters
-    from hemolab.tiling import default_stride, tile_grid
+    from hemolab.segment import default_stride, tile_grid
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
