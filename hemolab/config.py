@@ -162,8 +162,11 @@ def environment_report() -> str:
     )  # fmt: skip
     device = get_device()
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        dev = f"{device} ({props.name}, {props.total_memory / 1024**3:.0f} GB)"
+        try:
+            memory = f", {torch.cuda.get_device_properties(device).total_memory / 1024**3:.0f} GB"
+        except (RuntimeError, AssertionError):  # a device torch lists but cannot query
+            memory = ""
+        dev = f"{device} ({torch.cuda.get_device_name(device)}{memory})"
     else:
         dev = f"cpu ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"
     total, avail = _memory_gb()

@@ -9,9 +9,11 @@ the Colab, Binder and ``pip install`` URLs derive from it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from hemolab.config import PROFILES, resolve_profile, workspace_dir
 from hemolab.errors import HemolabError
@@ -105,87 +107,24 @@ class Lesson:
         return f"# {self.number} · {self.title}"
 
 
-def _s(seconds: float) -> float:
-    return seconds / 60.0
+def _load_course() -> tuple[Lesson, ...]:
+    data = json.loads((Path(__file__).with_name("lessons.json")).read_text(encoding="utf-8"))
+    return tuple(
+        Lesson(
+            file=d["file"],
+            title=d["title"],
+            teaches=d["teaches"],
+            minutes={p: (lo / 60.0, hi / 60.0) for p, (lo, hi) in d["seconds"].items()},
+            needs=d["needs"],
+            if_missing=d["if_missing"],
+        )
+        for d in data["lessons"]
+    )
 
 
-#: The course, in order. Times: tiny and small measured on a 2-core CPU (tiny: the test suite's papermill runs,
-#: two notebooks at once; small: one after another in a fresh workspace); full (GPU) as each notebook states it
-#: (an estimate unless the notebook says measured).
-COURSE: tuple[Lesson, ...] = (
-    Lesson(
-        file="00_head_ct_and_haemorrhage.ipynb",
-        title="Head CT and haemorrhage",
-        teaches="Hounsfield units, display windows, the five bleed types and the calcification trap, on the "
-        "synthetic cohort and on the real (tilted) head CT that ships with hemolab.",
-        minutes={"tiny": (_s(11), _s(11)), "small": (_s(17), _s(17)), "full": (5, 5)},
-        needs="nothing",
-        if_missing="generates the synthetic cohort",
-    ),
-    Lesson(
-        file="01_preprocessing.ipynb",
-        title="Preprocessing: from a scanner's CT to a network's input",
-        teaches="Resampling to a fixed grid and back, HU clipping and normalisation of each paper, the "
-        "cranial-cavity mask, and the same steps as MONAI pipelines.",
-        minutes={"tiny": (_s(16), _s(16)), "small": (_s(28), _s(28)), "full": (5, 10)},
-        needs="nothing",
-        if_missing="generates the synthetic cohort",
-    ),
-    Lesson(
-        file="02_cnn_ds_architecture.ipynb",
-        title="The CNN-DS network, block by block",
-        teaches="Arab 2020's 3D U-Net with residual context modules and deep supervision, module by module: "
-        "shapes, parameters, receptive field and feature maps.",
-        minutes={"tiny": (_s(7), _s(7)), "small": (_s(8), _s(8)), "full": (1, 1)},
-        needs="the CNN-DS checkpoint of 03, if there is one",
-        if_missing="uses a randomly initialised network (and says so)",
-    ),
-    Lesson(
-        file="03_train_cnn_ds.ipynb",
-        title="Training CNN-DS",
-        teaches="Training as Arab 2020 did (soft Dice, Adam, LR halving, early stopping), reading the curves, "
-        "checkpoints, and test Dice and volumes on the original grid.",
-        minutes={"tiny": (_s(8), _s(8)), "small": (5, 5), "full": (60, 180)},
-        needs="nothing",
-        if_missing="generates the synthetic cohort; saves the checkpoint 05-07 use; an interrupted run resumes",
-    ),
-    Lesson(
-        file="04_patel_3d_cnn.ipynb",
-        title="The Patel 3D CNN: valid convolutions, weight maps and tiled inference",
-        teaches="Why 124³ gives 36³, the weight map and weighted cross-entropy, patch training, seamless "
-        "tiled inference and the 0.1 mL cluster removal of Patel 2019.",
-        minutes={"tiny": (_s(23), _s(23)), "small": (12, 12), "full": (60, 120)},
-        needs="nothing",
-        if_missing="generates the synthetic cohort; saves the checkpoint 06 uses; an interrupted run resumes",
-    ),
-    Lesson(
-        file="05_ablation_deep_supervision.ipynb",
-        title="Ablation: does deep supervision help?",
-        teaches="A fair ablation: CNN-DS trained with and without deep supervision on the same data and "
-        "seeds, curves and test scores next to Arab 2020's.",
-        minutes={"tiny": (_s(8), _s(8)), "small": (11, 11), "full": (120, 360)},
-        needs="nothing (trains its own pair of networks)",
-        if_missing="generates the synthetic cohort; re-running reuses finished runs",
-    ),
-    Lesson(
-        file="06_evaluation_and_volume.ipynb",
-        title="Evaluation and volume",
-        teaches="Every metric of both papers on pictures, both networks on the test set, failure cases, and "
-        "how well ABC/2 measures a bleed's volume.",
-        minutes={"tiny": (_s(7), _s(7)), "small": (_s(31), _s(31)), "full": (2, 4)},
-        needs="the CNN-DS checkpoint of 03 and the Patel checkpoint of 04 (small and full)",
-        if_missing="trains each missing checkpoint first (takes a while)",
-    ),
-    Lesson(
-        file="07_rater_agreement.ipynb",
-        title="Rater agreement: is the method distinguishable from an expert?",
-        teaches="Cohen's kappa between raters and the method, the Mann-Whitney test, volume disagreement "
-        "matrices and rater-vs-rater volume fits, as in Arab 2020.",
-        minutes={"tiny": (_s(6), _s(6)), "small": (_s(6), _s(6)), "full": (1, 2)},
-        needs="the CNN-DS checkpoint of 03 (small and full)",
-        if_missing="trains the missing checkpoint first (takes a while)",
-    ),
-)
+#: The course, in order, read from ``lessons.json`` next to this module (the data; this module the logic).
+#: Times: tiny and small measured on a 2-core CPU, full (GPU) as each notebook states it.
+COURSE: tuple[Lesson, ...] = _load_course()
 
 
 def lesson(file: str) -> Lesson:
