@@ -217,3 +217,17 @@ def test_the_readme_module_table_names_every_layer():
         if p not in ("hemolab", "hemolab.__main__") and f"`{p}`" not in readme
     ]
     assert not missing, f"README's module table does not name: {missing}"
+
+
+def test_citations_point_inside_the_repository():
+    """The code, notebooks and docs cite docs/methods.md or the papers, never a file outside the repository."""
+    root = PACKAGE.parent
+    outside = ("PAPERS.md", "../shared", "shared/seeds")
+    files = [p for d in ("hemolab", "tests", "notebooks", "docs", "benchmarks", "data_scripts") for p in (root / d).rglob("*")
+             if p.suffix in (".py", ".ipynb", ".md") and p.name != "test_layout.py"]  # fmt: skip
+    files.append(root / "README.md")
+    offenders = [
+        f"{p.relative_to(root)}: {word}" for p in files for word in outside if word in p.read_text("utf-8")
+    ]
+    assert not offenders, offenders
+    assert (root / "docs" / "methods.md").is_file()

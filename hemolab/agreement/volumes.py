@@ -93,26 +93,31 @@ def plot_disagreement_matrix(
 ):
     """Draw the disagreement matrix as grey-scale blocks: the darker, the larger ``|D_ij|`` (Fig. 1).
 
-    Each block is annotated with the signed ``D_ij`` (row minus column, relative to their mean).
+    Each block is annotated with ``D_ij`` (row minus column, relative to their mean): with a sign when the
+    matrix has negative entries (the paper's signed measure), without one when it has none (e.g. the
+    ``absolute=True`` matrix, whose values are sizes).
 
     Returns:
         The matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
-    mag = np.abs(matrix.to_numpy(float))
+    values = matrix.to_numpy(float)
+    mag = np.abs(values)
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.2, 3.6))
     else:
         fig = ax.figure
-    vmax = vmax if vmax is not None else max(float(mag.max()), 1e-9)
+    if vmax is None or not np.isfinite(vmax) or vmax <= 0:
+        vmax = max(float(np.nanmax(mag)) if mag.size else 0.0, 1e-9)
+    fmt = "{:+.2f}" if np.any(values < 0) else "{:.2f}"
     im = ax.imshow(mag, cmap="Greys", vmin=0.0, vmax=vmax)
     names = list(matrix.index)
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(names)), names)
-    for (r, c), val in np.ndenumerate(matrix.to_numpy(float)):
+    for (r, c), val in np.ndenumerate(values):
         colour = "white" if mag[r, c] > 0.55 * vmax else "black"
-        ax.text(c, r, f"{val:+.2f}", ha="center", va="center", color=colour, fontsize=9)
+        ax.text(c, r, fmt.format(val), ha="center", va="center", color=colour, fontsize=9)
     ax.set_xlabel("rater j")
     ax.set_ylabel("rater i")
     ax.set_title(title or "Volume disagreement D_ij")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hemolab.architectures import load_checkpoint
+from hemolab.architectures import load_checkpoint, run_status
 from hemolab.config import resolve_profile, workspace_dir
 from hemolab.datasets import load_dataset
 from hemolab.evaluation import evaluate_cases
@@ -67,6 +67,13 @@ def run_ablation(
         loaders = make_loaders_for(dataset, settings, seed=seed)  # identical data order for both variants
         for variant, ds in VARIANTS.items():
             run_dir = run_root / f"{'ds' if ds else 'nods'}-seed{seed}"
+            if resume and (run_dir / "last.pt").is_file():
+                status = run_status(run_dir)
+                if not status["finished"]:
+                    print(
+                        f"{variant}, seed {seed}: the run in {run_dir} was interrupted after {status['epochs']} of "
+                        f"{status['max_epochs']} epochs: resuming it to the end ..."
+                    )
             start = time.perf_counter()
             history = train_cnnds(
                 dataset,
@@ -193,3 +200,72 @@ def convergence(histories, within: float = 0.10) -> dict[str, float]:
         first = next(r["epoch"] for r in h.rows if r["val_loss"] <= target)
         out.setdefault(variant, []).append(first)
     return {k: float(sum(v)) / len(v) for k, v in out.items()}
+
+
+def describe_evidence(per_case, *, tolerance: float = 0.02) -> str:
+    """Words for what this run's data can and cannot show, computed from ``per_case`` (never assumed).
+
+    It states how many test scans (with a bleed) and seeds stand behind the table, how the Dice change is
+    spread over the test scans and, with several seeds, over the seeds: a change smaller than the
+    seed-to-seed spread is not evidence either way, and with one seed that spread is not measured at all.
+    Because Dice on a blood-free scan is 1 or 0 (nothing or anything predicted), it also gives the Dice over
+    the scans with a bleed and the volume predicted on the blood-free ones.
+
+    Args:
+        per_case: the second value returned by :func:`run_ablation`.
+        tolerance: as in :func:`describe_ablation`.
+
+    Returns:
+        A paragraph of Markdown.
+    """
+    seeds = sorted(per_case["seed"].unique())
+    n_test = per_case["case_id"].nunique()
+    bleed = per_case["volume_ref_ml"] > 0
+    n_bleed = per_case.loc[bleed, "case_id"].nunique()
+    ds = per_case[per_case["model"] == "with DS"].set_index(["seed", "case_id"])["dsc"]
+    nods = per_case[per_case["model"] == "without DS"].set_index(["seed", "case_id"])["dsc"]
+    diff = (nods - ds).dropna()  # without - with, per (seed, test scan)
+    lines = [
+        f"- **What stands behind the table**: {n_test} synthetic test scans ({n_bleed} with a bleed) and "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}."
+    ]
+    if len(diff):
+        higher = int((diff < 0).sum())
+        lower = int((diff > 0).sum())
+        sd_case = float(diff.std(ddof=1)) if len(diff) > 1 else math.nan
+        spread = f" (SD {sd_case:.3f} over the scans)" if math.isfinite(sd_case) else ""
+        lines.append(
+            f"- **Per scan**, deep supervision gave the higher Dice on {higher}, the lower on {lower} and the same "
+            f"on {len(diff) - higher - lower} of {len(diff)} (scan, seed) pairs; the change per scan ranged from "
+            f"{diff.min():+.3f} to {diff.max():+.3f}{spread}."
+        )
+    per_seed = diff.groupby(level="seed").mean() if len(diff) else diff
+    if len(per_seed) >= 2:
+        mean, sd = float(per_seed.mean()), float(per_seed.std(ddof=1))
+        if abs(mean) <= sd or abs(mean) < tolerance:
+            verdict = "no larger than the seed-to-seed spread, so it is **not evidence** either way"
+        else:
+            verdict = f"larger than the seed-to-seed spread, though {len(per_seed)} seeds are still few"
+        lines.append(
+            f"- **Seeds**: the mean Dice change per seed ranged from {per_seed.min():+.3f} to {per_seed.max():+.3f} "
+            f"(mean {mean:+.3f}, SD {sd:.3f}); the change is {verdict}."
+        )
+    else:
+        lines.append(
+            "- **One seed**: how much the change would move with another seed (another initialisation and "
+            "data order) is not measured here, so no difference in this table is evidence for or against the "
+            "paper: a difference smaller than the seed-to-seed spread would not be, and that spread is unknown. "
+            "Run more seeds to measure it."
+        )
+    if 0 < n_bleed < n_test:
+        on_bleed = per_case[bleed].groupby("model")["dsc"].mean()
+        fp_ml = per_case[~bleed].groupby("model")["volume_pred_ml"].sum()
+        lines.append(
+            f"- **Scans with and without blood**: over the {n_bleed} scans with a bleed the Dice is "
+            f"{on_bleed['with DS']:.3f} with and {on_bleed['without DS']:.3f} without deep supervision "
+            f"({on_bleed['without DS'] - on_bleed['with DS']:+.3f}). On a scan without blood Dice is 1 if nothing "
+            "is predicted and 0 otherwise, so one stray cluster moves the mean over all scans a lot: on the "
+            f"{n_test - n_bleed} blood-free scans the networks predicted {fp_ml['with DS']:.2f} mL (with) and "
+            f"{fp_ml['without DS']:.2f} mL (without) in all."
+        )
+    return "\n".join(lines)

@@ -10,9 +10,9 @@ import math
 
 
 def plot_history(history, ax=None, *, title: str | None = None, show_lr: bool = True):
-    """Draw train / validation loss per epoch, and the learning rate on a second (log) axis.
+    """Draw train (solid) / validation (dashed) loss per epoch, and the learning rate on a second (log) axis.
 
-    Epochs where the learning rate was lowered are marked with dotted vertical lines, and the best
+    The line styles follow Arab 2020's Fig. 3 (train solid, validation dashed). Epochs where the learning rate was lowered are marked with dotted vertical lines, and the best
     epoch with a star, so the schedule of Arab 2020 ("Training") can be seen on the curve.
 
     Args:
@@ -43,7 +43,7 @@ def plot_history(history, ax=None, *, title: str | None = None, show_lr: bool = 
     ax.clear()
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_loss"] for r in rows], "-", color="C0", label="train loss")
-    ax.plot(epochs, [r["val_loss"] for r in rows], "-", color="C1", label="validation loss")
+    ax.plot(epochs, [r["val_loss"] for r in rows], "--", color="C1", label="validation loss")
     if best is not None and rows:
         val_best = next(r["val_loss"] for r in rows if r["epoch"] == best)
         ax.plot([best], [val_best], "*", color="C3", ms=12, label=f"best epoch ({best})")
