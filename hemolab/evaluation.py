@@ -2,7 +2,9 @@
 
 * :func:`evaluate_cases` -- the per-case table;
 * :func:`error_analysis` -- the false positives and negatives of one prediction, by kind (the failure
-  modes of Arab 2020, Fig. 2; docs/methods.md §1.8).
+  modes of Arab 2020, Fig. 2; docs/methods.md §1.8);
+* :func:`describe_volume_estimates` -- words for how ABC/2 and the planimetric volume compared with the
+  true volumes in a run (notebook 06), computed from its numbers.
 
 One naming scheme for per-case tables everywhere (metrics, this module, ``hemolab demo``, the ablation,
 the notebooks): :data:`CASE_COLUMNS` = ``case_id``, the :data:`hemolab.metrics.OVERLAP_NAMES`
@@ -135,3 +137,63 @@ def error_analysis(
     if return_masks:
         out |= {"fp_dense_mask": dense_mask, "fn_near_bone_mask": fn & near_bone}
     return out
+
+
+def describe_volume_estimates(volumes: pd.DataFrame, *, tolerance: float = 0.10) -> str:
+    """What a run says about ABC/2 and the planimetric volume against the truth, generated from its numbers.
+
+    Args:
+        volumes: one row per bleed with columns ``bleed_type``, ``true_ml``, ``abc2_ml`` and
+            ``planimetric_ml`` (notebook 06, section 3).
+        tolerance: a median ratio within ``1 ± tolerance`` of the truth is called "close to the truth".
+
+    Returns:
+        A paragraph of Markdown: how many bleeds ABC/2 over- and underestimated, the per-type medians
+        sorted from the largest overestimate, and the planimetric volume's median ratio.
+    """
+    if len(volumes) == 0:
+        return "No case has a bleed: there is nothing to compare."
+    v = volumes.assign(
+        abc2_ratio=volumes["abc2_ml"] / volumes["true_ml"],
+        plan_ratio=volumes["planimetric_ml"] / volumes["true_ml"],
+    )
+    n = len(v)
+    n_over = int((v["abc2_ratio"] > 1 + tolerance).sum())
+    n_under = int((v["abc2_ratio"] < 1 - tolerance).sum())
+    by_type = v.groupby("bleed_type").agg(n=("abc2_ratio", "size"), ratio=("abc2_ratio", "median"))
+    by_type = by_type.sort_values("ratio", ascending=False)
+
+    def word(r: float) -> str:
+        if r > 1 + tolerance:
+            return "over"
+        return "under" if r < 1 - tolerance else "close"
+
+    groups = {key: [f"{t} ({row.ratio:.2f}, n = {row.n})" for t, row in by_type.iterrows() if word(row.ratio) == key]
+              for key in ("over", "close", "under")}  # fmt: skip
+    parts = [
+        f"- **ABC/2** over {n} bleed{'s' if n != 1 else ''}: median ABC/2 / true "
+        f"{v['abc2_ratio'].median():.2f}; it overestimated {n_over}, underestimated {n_under} and came within "
+        f"{tolerance:.0%} of the truth on {n - n_over - n_under}."
+    ]
+    labels = {
+        "over": "overestimated (median ratio)",
+        "close": f"within {tolerance:.0%} of the truth",
+        "under": "underestimated",
+    }
+    for key, items in groups.items():
+        if items:
+            parts.append(f"  - per type, {labels[key]}: {', '.join(items)}.")
+    if len(by_type) > 1:
+        parts.append(
+            f"  - the largest median overestimate here: {by_type.index[0]}; the smallest: {by_type.index[-1]}."
+        )
+    if (by_type["n"] < 3).any():
+        parts.append(
+            "  - types with fewer than 3 bleeds give a median of one or two values: read them as examples."
+        )
+    parts.append(
+        f"- **Planimetric** (voxel count of the reference): median / true {v['plan_ratio'].median():.2f} "
+        f"(range {v['plan_ratio'].min():.2f}–{v['plan_ratio'].max():.2f}); it assumes no shape; its error "
+        "comes from where the reference's boundary was drawn."
+    )
+    return "\n".join(parts)

@@ -184,7 +184,7 @@ def check_head_ct(
     """Check that a volume can be a non-contrast head CT in Hounsfield units; the one check of a scan.
 
     :func:`hemolab.io.read_scan`, ``hemolab segment``, ``hemolab train`` (through
-    :func:`hemolab.datasets.validate_dataset`) and :func:`hemolab.segment.segment_scan` all run it, so
+    :func:`hemolab.datasets.validate_dataset`) and :func:`hemolab.architectures.segment_scan` all run it, so
     a scan that cannot be a head CT stops with one clear message instead of giving a silent "no bleed".
 
     The rules (limits are the module constants, with the values measured on real and synthetic heads):

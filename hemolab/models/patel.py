@@ -340,7 +340,7 @@ class Patel3DCNN(nn.Module):
         The network's output is unchanged by a shift of the input by a multiple of this (its pooling grid
         stays aligned); a shift by anything else changes which voxels are pooled together, so tiles
         whose positions differ by such shifts give (slightly) different predictions
-        (:func:`hemolab.tiling.tiled_predict` uses it to align its tiles).
+        (:func:`hemolab.segment.tiled_predict` uses it to align its tiles).
         """
         f = 2 ** (N_SCALES - 1)
         return (f, f, 1 if self.thick_slice else f)

@@ -2,7 +2,7 @@
 
 If training and inference prepared their inputs in two places, a small difference (a forgotten /100, a
 different interpolation) would silently cost accuracy. Every hemolab code path -- the training data sets,
-:func:`hemolab.segment.segment_scan`, the MONAI pipelines of :mod:`hemolab.preprocess.transforms` (tested
+:func:`hemolab.architectures.segment_scan`, the MONAI pipelines of :mod:`hemolab.preprocess.transforms` (tested
 to give the same arrays) -- goes through these functions.
 """
 
