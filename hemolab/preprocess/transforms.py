@@ -281,7 +281,7 @@ def patel_transforms(
     ``LoadScand`` -> ``CheckHUd`` -> (``ResampleToSpacingd`` if ``spacing``) -> ``ScaleIntensityRanged``
     [-200, 200] HU -> [0, 1] with clipping -> (training: :func:`patel_augmentation`) -> float32. Gives the
     array of :func:`prepare_patel` (without augmentation). Patches are cut afterwards
-    (:mod:`hemolab.patches`).
+    (:mod:`hemolab.training.patches`).
 
     Args:
         train: add the paper's augmentation (probability ``prob``: mirror or rotate by up to
