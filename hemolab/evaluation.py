@@ -168,7 +168,7 @@ def describe_volume_estimates(volumes: pd.DataFrame, *, tolerance: float = 0.10)
             return "over"
         return "under" if r < 1 - tolerance else "close"
 
-    groups = {key: [f"{t} ({row.ratio:.2f}, n = {row.n})" for t, row in by_type.iterrows() if word(row.ratio) == key]
+    groups = {key: [f"{t} ({row.ratio:.2f}, n = {int(row.n)})" for t, row in by_type.iterrows() if word(row.ratio) == key]
               for key in ("over", "close", "under")}  # fmt: skip
     parts = [
         f"- **ABC/2** over {n} bleed{'s' if n != 1 else ''}: median ABC/2 / true "

@@ -117,7 +117,8 @@ def plot_disagreement_matrix(
     ax.set_yticks(range(len(names)), names)
     for (r, c), val in np.ndenumerate(values):
         colour = "white" if mag[r, c] > 0.55 * vmax else "black"
-        ax.text(c, r, fmt.format(val), ha="center", va="center", color=colour, fontsize=9)
+        text = "0.00" if val == 0 else fmt.format(val)  # the diagonal (and exact ties): no sign
+        ax.text(c, r, text, ha="center", va="center", color=colour, fontsize=9)
     ax.set_xlabel("rater j")
     ax.set_ylabel("rater i")
     ax.set_title(title or "Volume disagreement D_ij")

@@ -5,7 +5,7 @@
 * :func:`grid_search` -- the search over depth, learning rate and dropout (docs/methods.md §1.5).
 """
 
-from hemolab.experiments.ablation import ablation_table, describe_ablation, run_ablation
+from hemolab.experiments.ablation import ablation_table, describe_ablation, describe_evidence, run_ablation
 from hemolab.experiments.grid_search import grid_search
 
-__all__ = ["ablation_table", "describe_ablation", "grid_search", "run_ablation"]
+__all__ = ["ablation_table", "describe_ablation", "describe_evidence", "grid_search", "run_ablation"]
