@@ -13,7 +13,10 @@ what the paper writes; MONAI's :class:`monai.losses.DiceLoss` with ``include_bac
 two-channel probability computes the same average but reports ``1 - mean Dice``, so
 ``paper loss = MONAI loss - 1`` (tested in ``tests/test_losses.py``).
 
-The loss is **negative**: -1 is a perfect overlap, 0 none. ``offset=True`` gives the MONAI-style
+The loss is **negative**: -1 is a perfect overlap. It does not run to 0 for a useless network: the
+background term is close to 1 for any prediction that leaves the (huge) background alone, so a network that
+predicts no blood at all scores about -0.5 (``loss ≈ -(1 + D_1)/2``, docs/methods.md §1.5), the plateau a
+network that has not learned yet sits on. ``offset=True`` gives the MONAI-style
 ``1 + loss = 1 - mean Dice`` in [0, 1] (same gradients).
 
 The loss of the Patel 3D CNN, the categorical cross-entropy weighted per voxel by the weight map of
