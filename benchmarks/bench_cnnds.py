@@ -192,10 +192,15 @@ def bench_network(
     row.update(compare(torch.logit(prob.clamp(1e-7, 1 - 1e-7)), ref))
     rows.append(row)
     _print_row(row)
+    return _with_speed_ups(rows, "speed_up_vs_eager_fp32")
+
+
+def _with_speed_ups(rows: list[dict], key: str) -> list[dict]:
+    """Each row's speed-up against the first row (the float32 baseline), measured in the same run."""
     base = rows[0].get("median_s")
     for r in rows:
         if base and "median_s" in r:
-            r["speed_up_vs_eager_fp32"] = base / r["median_s"]
+            r[key] = base / r["median_s"]
     return rows
 
 
@@ -390,11 +395,7 @@ def bench_training(model: CNNDS, x: torch.Tensor, device: torch.device, repeats:
                 f"  train {name:<20} {row['median_s']:8.3f} s/step  {row['steps_per_s']:.3f} steps/s",
                 flush=True,
             )
-    base = rows[0].get("median_s")
-    for r in rows:
-        if base and "median_s" in r:
-            r["speed_up_vs_fp32"] = base / r["median_s"]
-    return rows
+    return _with_speed_ups(rows, "speed_up_vs_fp32")
 
 
 # ----------------------------------------------------------------------------------------------- main

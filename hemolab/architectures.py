@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
 import torch
+from torch import nn
 
 from hemolab.checkpoint import CheckpointMeta, read_checkpoint
 from hemolab.config import ProfileSettings, get_device, resolve_profile, workspace_dir
@@ -30,7 +31,7 @@ from hemolab.datasets import ensure_cohort
 from hemolab.errors import HemolabError
 from hemolab.models import CNNDS, Patel3DCNN
 from hemolab.segment import SegmentationResult, segment_cnnds, segment_patel
-from hemolab.segment.result import as_meta
+from hemolab.segment.result import MetaLike, as_meta
 from hemolab.training.cnnds import cnnds_settings, train_cnnds
 from hemolab.training.history import History
 from hemolab.training.patel import patel_settings, train_patel
@@ -137,12 +138,7 @@ def load_checkpoint(path: str | os.PathLike, device: Any = None) -> tuple[torch.
 
 
 def segment_scan(
-    image: sitk.Image,
-    model: torch.nn.Module,
-    meta: CheckpointMeta | Mapping[str, Any],
-    *,
-    threshold: float | None = None,
-    device: Any = None,
+    image: sitk.Image, model: nn.Module, meta: MetaLike, *, threshold: float | None = None, device: Any = None
 ) -> SegmentationResult:
     """Segment the haemorrhage in one non-contrast head CT with a trained network of any architecture.
 

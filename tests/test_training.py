@@ -94,10 +94,10 @@ def test_lr_halves_after_patience_and_early_stop(tmp_path):
         TinyNet(), loss, one_case(), tmp_path / "run", max_epochs=100, lr_patience=3, stop_patience=8
     )
     lrs = history.lr
-    # ReduceLROnPlateau: lowered at the (patience + 1)-th epoch without improvement -> used from epoch 6
-    assert lrs[:5] == [pytest.approx(1e-2)] * 5
-    assert lrs[5] == pytest.approx(5e-3)
-    assert history.lr_reductions[0] == 5
+    # Keras' counting (the paper's code): lowered after the 3rd epoch without improvement -> used from epoch 5
+    assert lrs[:4] == [pytest.approx(1e-2)] * 4
+    assert lrs[4] == pytest.approx(5e-3)
+    assert history.lr_reductions[0] == 4
     assert history.stopped_early and history.epochs == 9  # 1 best + 8 without improvement
     assert history.best_epoch == 1
 

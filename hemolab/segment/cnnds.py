@@ -19,28 +19,22 @@ Arab 2020, Methods, "Preprocessing" and "Network architecture" (docs/methods.md 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from torch import nn
 
-from hemolab.checkpoint import CheckpointMeta
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image, image_from_array
 from hemolab.models.inference import predict
 from hemolab.preprocess import grid_for_size, prepare_cnnds, resample_like
-from hemolab.segment.result import SegmentationResult, begin, make_result, synchronize
+from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 
 
 def segment_cnnds(
-    image: sitk.Image,
-    model: torch.nn.Module,
-    meta: CheckpointMeta | Mapping[str, Any],
-    *,
-    threshold: float | None = None,
-    device: Any = None,
+    image: sitk.Image, model: nn.Module, meta: MetaLike, *, threshold: float | None = None, device: Any = None
 ) -> SegmentationResult:
     """Segment one head CT with a trained CNN-DS (the steps of the module docstring).
 

@@ -11,26 +11,25 @@ left of it inside.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from hemolab.checkpoint import CheckpointMeta
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image
 from hemolab.preprocess import cranial_cavity_mask, prepare_patel
 from hemolab.segment.postprocess import remove_small_components
-from hemolab.segment.result import SegmentationResult, begin, make_result, synchronize
+from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
 
 
 def segment_patel(
     image: sitk.Image,
     model: torch.nn.Module,
-    meta: CheckpointMeta | Mapping[str, Any],
+    meta: MetaLike,
     *,
     threshold: float | None = None,
     device: Any = None,

@@ -22,6 +22,9 @@ from hemolab.config import get_device
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image, image_from_array
 
+#: A checkpoint's meta, or a plain mapping of it (e.g. in a test): what every pipeline accepts.
+MetaLike = CheckpointMeta | Mapping[str, Any]
+
 
 @dataclass
 class SegmentationResult:
@@ -53,7 +56,7 @@ class SegmentationResult:
         return array_from_image(self.probability)
 
 
-def as_meta(meta: CheckpointMeta | Mapping[str, Any]) -> CheckpointMeta:
+def as_meta(meta: MetaLike) -> CheckpointMeta:
     """A :class:`~hemolab.checkpoint.CheckpointMeta` from a meta or a plain mapping (e.g. in a test)."""
     return (
         meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_dict(meta, source="the meta given")

@@ -173,6 +173,13 @@ class Schedule:
             raise HemolabError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
 
     @property
+    def scheduler_patience(self) -> int:
+        """The ``patience`` of :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` that halves the rate AFTER
+        ``lr_patience`` epochs without improvement, as Keras' ``ReduceLROnPlateau`` (the paper's code) and
+        the early stopping here count: PyTorch's lowers it after ``patience + 1``."""
+        return max(0, int(self.lr_patience) - 1)
+
+    @property
     def mode(self) -> str:
         """``"min"`` for a loss, ``"max"`` for a Dice."""
         return "min" if self.monitor == "val_loss" else "max"
@@ -226,7 +233,7 @@ class Trainer:
             optimizer,
             mode=schedule.mode,
             factor=schedule.lr_factor,
-            patience=schedule.lr_patience,
+            patience=schedule.scheduler_patience,
             threshold=0.0,
         )  # threshold 0: "improved" means strictly better, the same test as early stopping
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
@@ -268,7 +275,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         # the settings given now apply
-        self.scheduler.patience, self.scheduler.factor = self.schedule.lr_patience, self.schedule.lr_factor
+        self.scheduler.patience, self.scheduler.factor = self.schedule.scheduler_patience, self.schedule.lr_factor
         if state.get("scaler_state"):
             self.scaler.load_state_dict(state["scaler_state"])
         self.history = History.from_state_dict(state["history"], run_dir=self.run_dir)
@@ -464,8 +471,9 @@ def fit(
 
     Each epoch: one pass over ``train_loader`` (an optimiser step per batch), one over ``val_loader``;
     the learning rate is multiplied by ``lr_factor`` when the monitored value has not improved for
-    ``lr_patience`` epochs (:class:`~torch.optim.lr_scheduler.ReduceLROnPlateau`: the reduction happens
-    at the ``lr_patience + 1``-th epoch without improvement); training stops after ``stop_patience``
+    ``lr_patience`` epochs (counted as Keras counts them, the paper's framework: the rate used from the
+    next epoch on is lowered at the ``lr_patience``-th epoch without improvement; see
+    :attr:`Schedule.scheduler_patience`); training stops after ``stop_patience``
     epochs without improvement. The best epoch is saved to ``run_dir/best.pt``; ``run_dir/last.pt``
     (everything needed to resume) and ``run_dir/history.csv`` are written after every epoch.
 

@@ -55,21 +55,11 @@ class History:
         """Number of epochs run so far."""
         return len(self.rows)
 
-    @property
-    def train_loss(self) -> list[float]:
-        return self.column("train_loss")
-
-    @property
-    def val_loss(self) -> list[float]:
-        return self.column("val_loss")
-
-    @property
-    def val_dice(self) -> list[float]:
-        return self.column("val_dice")
-
-    @property
-    def lr(self) -> list[float]:
-        return self.column("lr")
+    #: One list per column, e.g. ``history.val_loss`` (the same as ``history.column("val_loss")``).
+    train_loss = property(lambda self: self.column("train_loss"))
+    val_loss = property(lambda self: self.column("val_loss"))
+    val_dice = property(lambda self: self.column("val_dice"))
+    lr = property(lambda self: self.column("lr"))
 
     @property
     def seconds(self) -> float:
@@ -145,21 +135,22 @@ def describe_schedule(history: History, *, lr_patience: int, stop_patience: int,
         One or two sentences, e.g. for a notebook.
     """
     n = history.epochs
+    what = "validation loss" if history.monitor == "val_loss" else "validation Dice"
     parts = []
     if history.lr_reductions:
         epochs = ", ".join(str(e) for e in history.lr_reductions)
         parts.append(
-            f"The learning rate was halved after epoch(s) {epochs}: each time the validation loss had not improved "
-            f"for more than {lr_patience} epochs (dotted lines in the plot)."
+            f"The learning rate was halved after epoch(s) {epochs}: each time the {what} had not improved "
+            f"for {lr_patience} epochs (dotted lines in the plot)."
         )
     elif n <= lr_patience:
         parts.append(
-            f"With only {n} epochs the learning rate could not be halved (that needs more than {lr_patience} "
+            f"With only {n} epochs the learning rate could not be halved (that needs {lr_patience} "
             "epochs without improvement); the small and full profiles run long enough to show it."
         )
     else:
         parts.append(
-            f"The learning rate was never halved: the validation loss never went {lr_patience + 1} epochs without improving."
+            f"The learning rate was never halved: the {what} never went {lr_patience} epochs without improving."
         )
     if history.stopped_early:
         parts.append(
