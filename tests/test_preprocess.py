@@ -72,13 +72,15 @@ def head_phantom(shape=(96, 96, 24), spacing=(2.4, 2.4, 6.0), seed=0, noise=5.0,
 
 
 def ball_label(shape=(120, 110, 30), spacing=(0.9, 0.9, 3.0), centre_mm=(5.0, -8.0, 4.0), radius_mm=20.0):
-    """A binary ball (uint8 image) and its CT-like image (brain 30 HU, ball 70 HU, air around)."""
+    """A binary ball (uint8 image) and its CT-like image (brain 30 HU, ball 70 HU, a skull, air around)."""
     ax = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing, strict=True)]
     x, y, z = np.meshgrid(*ax, indexing="ij")
     r = np.sqrt((x - centre_mm[0]) ** 2 + (y - centre_mm[1]) ** 2 + (z - centre_mm[2]) ** 2)
     ball = r < radius_mm
-    head = np.sqrt((x / 50) ** 2 + (y / 50) ** 2 + (z / 40) ** 2) < 1
+    shell = np.sqrt((x / 50) ** 2 + (y / 50) ** 2 + (z / 40) ** 2)
+    head = shell < 1
     hu = np.where(head, 30.0, -1000.0).astype(np.float32)
+    hu[(shell >= 1) & (shell < 1.1)] = 900.0  # a skull: read_scan refuses a "head CT" without bone
     hu[ball] = 70.0
     origin = tuple(float(v[0]) for v in ax)
     return (
