@@ -101,7 +101,9 @@ class CheckpointMeta:
         inference_input_size, inference_output_size: Patel: the tile sizes at inference.
         tile_stride: Patel: the step between tiles (``None``: aligned to the pooling grid).
         min_component_ml: clusters smaller than this are removed (Patel: 0.1 mL; 0: none).
-        restrict_to_cranial_cavity: keep only predictions inside the cranial cavity (Patel).
+        restrict_to_cranial_cavity: keep only predictions inside the cranial cavity (Patel; CNN-DS ``small``).
+        crop_head: CNN-DS: crop the scan to the box around the cranial cavity before resampling to
+            ``grid_size`` (:func:`hemolab.preprocess.head_box`; the ``small`` profile's choice).
         settings: the training settings of the run (``ProfileSettings.as_dict``), for the record.
         seed: the run's seed. dataset: the training data's folder.
         best_epoch, best_val_loss, best_val_dice, epochs_run: how training went (filled in by ``fit``).
@@ -121,6 +123,7 @@ class CheckpointMeta:
     tile_stride: tuple[int, int, int] | None = None
     min_component_ml: float = 0.0
     restrict_to_cranial_cavity: bool = False
+    crop_head: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     dataset: str | None = None

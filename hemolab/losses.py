@@ -186,6 +186,34 @@ class DiceLossOnBatch(nn.Module):
         return self.dice(logits.float(), batch["label"])
 
 
+class DiceBCELossOnBatch(nn.Module):
+    """The paper's soft Dice loss plus ``bce_weight`` x binary cross-entropy, on ``batch["label"]``.
+
+    Our choice for the CPU profiles (docs/methods.md §5.1; the paper trains with the Dice loss alone): early
+    in training the soft Dice of a small bleed gives almost no gradient to voxels far from it, so a network
+    on a small budget can settle on the "no blood" plateau (loss about -0.5, see :class:`SoftDiceLoss`)
+    or on a constant blob. The voxel-wise cross-entropy pulls every voxel towards its label from the first
+    step on; the Dice term keeps the overlap in charge.
+
+    Args:
+        bce_weight: weight of the cross-entropy term.
+        **kwargs: passed to :class:`SoftDiceLoss`.
+    """
+
+    def __init__(self, bce_weight: float = 1.0, **kwargs):
+        super().__init__()
+        if not float(bce_weight) >= 0.0:
+            raise HemolabError(f"bce_weight must be >= 0, got {bce_weight!r}")
+        self.dice = SoftDiceLoss(**kwargs)
+        self.bce_weight = float(bce_weight)
+
+    def forward(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = logits.float()
+        label = batch["label"].float()
+        bce = F.binary_cross_entropy_with_logits(logits, label)
+        return self.dice(logits, label) + self.bce_weight * bce
+
+
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Categorical cross-entropy weighted per voxel (Patel 2019, "Training").
 

@@ -25,9 +25,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hemolab.preprocess",),
     ("hemolab.metrics",),
     ("hemolab.models", "hemolab.checkpoint"),
+    ("hemolab.segment",),  # inference never imports training; training validates on whole scans with it
     ("hemolab.losses",),
     ("hemolab.training",),
-    ("hemolab.segment",),
     ("hemolab.architectures",),
     ("hemolab.evaluation", "hemolab.agreement"),
     ("hemolab.experiments",),

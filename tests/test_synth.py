@@ -76,7 +76,9 @@ def test_tissue_hu_ranges():
     parenchyma &= ndi.binary_erosion(ideal < 50, iterations=1)  # away from falx / bone
     assert 22 < np.median(img[parenchyma]) < 40
     vent = ndi.binary_erosion(head.ventricles > 0.99)
-    assert vent.sum() > 10 and -2 < np.median(img[vent]) < 15
+    csf = vent & (ideal < 30)  # the ventricles hold CSF, and in each atrium the choroid plexus (~45 HU)
+    assert vent.sum() > 10 and csf.sum() > 0.5 * vent.sum() and -2 < np.median(img[csf]) < 15
+    assert 35 < np.median(ideal[vent & (ideal >= 30)]) < 55
     # grey matter is denser than white matter: cortex ribbon vs deep white matter
     cortex = parenchyma & (head.depth_brain > 0.5) & (head.depth_brain < 2.0) & (head.sulcal_dist > 3.0)
     white = parenchyma & (head.depth_brain > 20.0) & (head.sulcal_dist > 4.0)

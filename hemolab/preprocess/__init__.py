@@ -6,7 +6,8 @@
 * :mod:`~hemolab.preprocess.intensity` -- :func:`clip_cnnds` ([0, 100] HU), :func:`normalise_patel`
   ([-200, 200] HU -> [0, 1]), and the slice-based U-Net baseline's :func:`window_zscore`,
   :func:`curvature_denoise`, :func:`close_label`.
-* :mod:`~hemolab.preprocess.cavity` -- :func:`cranial_cavity_mask`, the intracranial region from the CT alone.
+* :mod:`~hemolab.preprocess.cavity` -- :func:`cranial_cavity_mask`, the intracranial region from the CT alone;
+  :func:`head_box` / :func:`crop_to_box`, the box around it.
 * :mod:`~hemolab.preprocess.prepare` -- :func:`prepare_cnnds`, :func:`prepare_patel`: the one place
   training and inference get their input from.
 * :mod:`~hemolab.preprocess.transforms` -- MONAI dict pipelines :func:`cnnds_transforms`,
@@ -17,7 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from hemolab.preprocess.cavity import cranial_cavity_array, cranial_cavity_mask, fill_holes_per_slice
+from hemolab.preprocess.cavity import (
+    cranial_cavity_array,
+    cranial_cavity_mask,
+    crop_to_box,
+    fill_holes_per_slice,
+    head_box,
+)
 from hemolab.preprocess.intensity import (
     CNNDS_HU_RANGE,
     PAD_VALUE,
@@ -76,10 +83,12 @@ __all__ = [
     "cnnds_transforms",
     "cranial_cavity_array",
     "cranial_cavity_mask",
+    "crop_to_box",
     "curvature_denoise",
     "field_of_view",
     "fill_holes_per_slice",
     "grid_for_size",
+    "head_box",
     "normalise_patel",
     "scale_window",
     "patel_augmentation",

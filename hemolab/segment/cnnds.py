@@ -14,6 +14,11 @@ Arab 2020, Methods, "Preprocessing" and "Network architecture" (docs/methods.md 
    voxels wide in-plane; interpolating the probability gives a smooth boundary at the original
    resolution, and the volume changes by less than the difference between raters.)
 4. **volume**: voxel count x voxel volume of the original scan, in mL (docs/methods.md §4).
+
+A checkpoint of the CPU profiles (``small``, ``tiny``; docs/methods.md §5.1) also asks, through its meta, to
+crop the scan to the box around the cranial cavity before step 1 (``crop_head``; the probability outside
+the box is 0), to keep only the mask inside the cranial cavity (``restrict_to_cranial_cavity``) and to
+remove clusters smaller than ``min_component_ml`` -- Patel's post-processing (docs/methods.md §2.5).
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from torch import nn
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image, image_from_array
 from hemolab.models.inference import predict
-from hemolab.preprocess import grid_for_size, prepare_cnnds, resample_like
+from hemolab.preprocess import (
+    cranial_cavity_mask,
+    crop_to_box,
+    grid_for_size,
+    head_box,
+    prepare_cnnds,
+    resample_like,
+)
+from hemolab.segment.postprocess import finish_mask
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 
 
@@ -55,8 +68,12 @@ def segment_cnnds(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    arr = prepare_cnnds(image, meta.grid_size, hu_window=meta.hu_window)
-    grid_spacing, grid_origin = grid_for_size(image, meta.grid_size)  # the grid prepare_cnnds resampled to
+    cavity = None
+    if meta.crop_head or meta.restrict_to_cranial_cavity:
+        cavity = array_from_image(cranial_cavity_mask(image)) > 0
+    region = crop_to_box(image, head_box(image, cavity=cavity)) if meta.crop_head else image
+    arr = prepare_cnnds(region, meta.grid_size, hu_window=meta.hu_window)
+    grid_spacing, grid_origin = grid_for_size(region, meta.grid_size)  # the grid prepare_cnnds resampled to
     x = torch.from_numpy(arr)[None, None].to(dev)
     timings["preprocess"] = time.perf_counter() - t0
 
@@ -72,6 +89,7 @@ def segment_cnnds(
     # linear interpolation of the probability, then the threshold: see the module docstring
     prob_img = resample_like(prob_grid, image, is_label=False, interpolator="linear", default_value=0.0)
     prob_arr = np.clip(array_from_image(prob_img).astype(np.float32), 0.0, 1.0)
-    mask = prob_arr >= thr
+    keep = cavity if meta.restrict_to_cranial_cavity else None
+    mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml)
     timings["postprocess"] = time.perf_counter() - t2
     return make_result(image, prob_arr, mask, thr, timings, t0)

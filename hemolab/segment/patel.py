@@ -21,7 +21,7 @@ import torch
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image
 from hemolab.preprocess import cranial_cavity_mask, prepare_patel
-from hemolab.segment.postprocess import remove_small_components
+from hemolab.segment.postprocess import finish_mask
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
 
@@ -84,14 +84,13 @@ def segment_patel(
     timings["network"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    mask = prob >= thr
+    cav = None
     if meta.restrict_to_cranial_cavity:
         if cavity is None:
             cavity = cranial_cavity_mask(image)
-        cav = array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)
-        mask &= cav > 0
+        cav = (array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)) > 0
     timings["cavity"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    mask = remove_small_components(mask, image.GetSpacing(), meta.min_component_ml)
+    mask = finish_mask(prob, thr, image.GetSpacing(), cavity=cav, min_component_ml=meta.min_component_ml)
     timings["postprocess"] = time.perf_counter() - t3
     return make_result(image, prob, mask, thr, timings, t0)

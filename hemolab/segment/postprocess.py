@@ -81,6 +81,47 @@ def remove_small_components(
     return keep[labels]
 
 
+def finish_mask(
+    probability: np.ndarray,
+    threshold: float,
+    spacing: Sequence[float],
+    *,
+    cavity: np.ndarray | None = None,
+    min_component_ml: float = 0.0,
+) -> np.ndarray:
+    """Probability map to mask, the one way every pipeline does it: threshold, cavity, small clusters.
+
+    Patel 2019, "Post-processing" (docs/methods.md §2.5): threshold the probability, keep only the cranial
+    cavity (when ``cavity`` is given), then remove clusters smaller than ``min_component_ml`` (0.1 mL in the
+    paper; 0 removes nothing). Also used to choose a threshold on validation scans
+    (:mod:`hemolab.training.threshold`), so that the choice is made on the masks inference will give.
+
+    Args:
+        probability: ``[x, y, z]`` in [0, 1].
+        threshold: the probability threshold.
+        spacing: voxel size in mm.
+        cavity: boolean cranial-cavity mask of the same shape, or ``None``.
+        min_component_ml: smallest cluster kept, in mL.
+
+    Returns:
+        Boolean mask ``[x, y, z]``.
+
+    Raises:
+        HemolabError: for a cavity of another shape.
+    """
+    mask = np.asarray(probability) >= threshold
+    if cavity is not None:
+        cavity = np.asarray(cavity)
+        if cavity.shape != mask.shape:
+            raise HemolabError(
+                f"cavity mask of shape {cavity.shape} does not match the probability's {mask.shape}"
+            )
+        mask &= cavity > 0
+    if min_component_ml > 0:
+        mask = remove_small_components(mask, spacing, min_component_ml)
+    return mask
+
+
 def cluster_removal_effect(
     probability: np.ndarray,
     reference,

@@ -13,6 +13,9 @@ The head is built in physical millimetres from perturbed ellipsoids so that ever
   about 30-35 HU (``benchmarks/synth_realism.py`` compares);
 * two lateral ventricles (frontal horns, bodies, atria, occipital and temporal horns: the "butterfly"),
   the third and fourth ventricles, the interhemispheric fissure and the falx (~60 HU);
+* the tentorium and the dural venous sinuses (superior sagittal, transverse; ~55 HU) against the inner
+  table, and the choroid plexus glomus in each atrium (~45 HU): dense like a thin bleed on real CT, and not
+  blood;
 * physiological calcifications (pineal gland, choroid plexus glomus, 120-400 HU): bright, not blood.
 
 Coordinates: world ``[x, y, z]`` in the LPS convention of ITK (x to the patient's left, y posterior,
@@ -287,7 +290,6 @@ def build_head(grid: Grid, rng: np.random.Generator, params: dict | None = None)
 
     # cerebellum (posterior fossa) and brainstem
     pf = _sigmoid((yr - y_pet) / 2.0) * soft(zr + 40.0 * k, h)
-    del y_pet
     cereb_texture = smooth_field(grid, rng, 3.0)
     paint(img, 0.6 * pf * brain * soft(np.abs(cereb_texture) * 1.5 - 0.4, 1.0), p["hu_csf"] + 8.0)
     del cereb_texture
@@ -333,6 +335,23 @@ def build_head(grid: Grid, rng: np.random.Generator, params: dict | None = None)
     paint(img, slab(xr, 2.0 + 3.0 * p["atrophy"], h) * zone, p["hu_csf"])
     paint(img, slab(xr, 1.2, h) * zone, p["hu_falx"])
     del zone
+
+    # dura and dural venous sinuses: dense (flowing blood, ~55 HU) against the inner table -- on real head
+    # CT they look like a thin bleed, and a network that never saw them calls them one (they are not blood)
+    sinus_hu = p["hu_falx"] - 5.0
+    behind = _sigmoid((yr - y_pet) / 2.0)  # posterior fossa side of the petrous ridges
+    tent = -40.0 * k - zr  # signed distance to the tentorium's level (the posterior fossa's roof)
+    near_table = soft(depth_inner - 6.0 * k, h)  # within ~6 mm of the inner table
+    paint(img, slab(tent, 1.2, h) * behind * cavity, sinus_hu)  # tentorium cerebelli
+    paint(img, slab(tent, 7.0 * k, h) * near_table * behind * cavity, sinus_hu)  # transverse sinuses
+    paint(img, slab(xr, 7.0 * k, h) * near_table * soft((zv - 10.0 * k) - zr, h) * cavity, sinus_hu)  # SSS
+    del behind, tent, near_table, y_pet
+    # choroid plexus glomus in each atrium: soft tissue (~45 HU) in the CSF, often with a calcified core below
+    for side in (-1.0, 1.0):
+        cen = (side * 17 * p["vent_scale"], 20 * k, p["zv"] - 4 * k)
+        bx = _sphere_box(grid, R, centre, cen, 8 * k + h)
+        r = ellipsoid_rho(xr[bx], yr[bx], zr[bx], cen, (3.5 * k, 6.0 * k, 3.5 * k))
+        paint(img, soft((r - 1.0) * 3.5 * k, h) * ventricles[bx], p["hu_falx"] - 15.0, where=bx)
 
     # physiological calcifications (snapped to voxel centres so they exist at every resolution)
     calc = np.zeros(grid.shape, np.float32)

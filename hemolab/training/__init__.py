@@ -7,6 +7,9 @@
 * :func:`cnnds_settings`, :func:`train_cnnds` -- CNN-DS (:mod:`hemolab.training.cnnds`).
 * :func:`patel_settings`, :func:`train_patel` -- the Patel 3D CNN (:mod:`hemolab.training.patel`, patches
   in :mod:`hemolab.training.patches`).
+* :func:`describe_recipe` -- where a CPU profile departs from the paper, and why; the threshold chosen on
+  validation scans is :mod:`hemolab.training.threshold`, the synthetic cases added to a run
+  :func:`hemolab.training.data.synthetic_cases`.
 
 Loading a trained network, and the checkpoints notebooks share, are in :mod:`hemolab.architectures`.
 """
@@ -17,6 +20,7 @@ from hemolab.training.engine import Hook, Schedule, StopTraining, Trainer, dice_
 from hemolab.training.history import History, describe_schedule
 from hemolab.training.live_plot import LivePlot, plot_history
 from hemolab.training.patel import PatelSettings, patel_settings, train_patel
+from hemolab.training.recipe import describe_recipe
 
 __all__ = [
     "CNNDSSettings",
@@ -29,6 +33,7 @@ __all__ = [
     "StopTraining",
     "Trainer",
     "cnnds_settings",
+    "describe_recipe",
     "describe_schedule",
     "dice_metric",
     "fit",

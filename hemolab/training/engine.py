@@ -275,7 +275,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         # the settings given now apply
-        self.scheduler.patience, self.scheduler.factor = self.schedule.scheduler_patience, self.schedule.lr_factor
+        self.scheduler.patience, self.scheduler.factor = (
+            self.schedule.scheduler_patience,
+            self.schedule.lr_factor,
+        )
         if state.get("scaler_state"):
             self.scaler.load_state_dict(state["scaler_state"])
         self.history = History.from_state_dict(state["history"], run_dir=self.run_dir)

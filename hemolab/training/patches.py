@@ -26,10 +26,15 @@ Our choices (documented in notebook 04):
 * Augmentation is done on the input-size label patch together with the image, and the label is cropped
   to the output size afterwards, so that rotated corners never enter the label.
 * Mirroring is left-right (the x axis); the transforms are :func:`hemolab.preprocess.patel_augmentation`.
+* The CPU profiles may draw fewer foreground centres (``fg_fraction``) and take some background centres
+  from *hard* voxels (``hard_negative_fraction``): cavity voxels that are not blood but as bright as blood or
+  brighter (>= 40 HU: grey matter at its brightest, calcification, the partial-volume rim of the skull),
+  the voxels a network calls blood by mistake (docs/methods.md §5.2).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,9 +46,12 @@ from hemolab.datasets import Case
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image
 from hemolab.models.inference import center_crop
-from hemolab.preprocess import PAD_VALUE, cranial_cavity_mask, prepare_patel
+from hemolab.preprocess import PAD_VALUE, PATEL_HU_RANGE, cranial_cavity_mask, prepare_patel
 from hemolab.preprocess import patel_augmentation as _augmentation
 from hemolab.validation import check_triple
+
+#: Hard background: cavity voxels at or above this HU that are not blood (:attr:`PatelVolume.hard_index`).
+HARD_NEGATIVE_HU = 40.0
 
 #: A weight-map function: ``fn(label_patch, rng) -> weights`` of the same shape (:func:`patch_weight_map`).
 WeightMapFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -142,6 +150,7 @@ class PatelVolume:
     spacing: tuple[float, float, float]
     _fg: np.ndarray | None = field(default=None, repr=False)
     _bg: np.ndarray | None = field(default=None, repr=False)
+    _hard: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def foreground_index(self) -> np.ndarray:
@@ -159,6 +168,15 @@ class PatelVolume:
                 bg = np.flatnonzero(~self.label)
             self._bg = bg
         return self._bg
+
+    @property
+    def hard_index(self) -> np.ndarray:
+        """Flat indices of cavity voxels that are not blood but at least :data:`HARD_NEGATIVE_HU` bright."""
+        if self._hard is None:
+            lo, hi = PATEL_HU_RANGE
+            level = (HARD_NEGATIVE_HU - lo) / (hi - lo)  # the same HU on the normalised image
+            self._hard = np.flatnonzero(self.cavity & ~self.label & (self.image >= level))
+        return self._hard
 
 
 def load_patel_volume(case: Case) -> PatelVolume:
@@ -180,6 +198,7 @@ def sample_patch(
     rng: np.random.Generator,
     transform=None,
     weight_map_fn: WeightMapFn | None = None,
+    hard: bool = False,
 ) -> dict[str, np.ndarray]:
     """One training sample: a centre from the foreground or the cavity background, patches, weight map.
 
@@ -193,12 +212,19 @@ def sample_patch(
         transform: augmentation (e.g. :func:`patel_augmentation`) applied to image and input-size label.
         weight_map_fn: ``fn(label, rng) -> weights`` on the output-size label (default: the paper's
             :func:`patch_weight_map`); a hook for notebook 04's exercises.
+        hard: for a background centre, draw it from the hard background (:attr:`PatelVolume.hard_index`)
+            where the scan has any.
 
     Returns:
         ``{"image": (1, *input_size) float32, "label": (1, *output_size) float32,
         "weight": (1, *output_size) float32, "centre": (3,) int64}``.
     """
-    index = vol.foreground_index if (foreground and vol.foreground_index.size) else vol.background_index
+    if foreground and vol.foreground_index.size:
+        index = vol.foreground_index
+    elif hard and vol.hard_index.size:
+        index = vol.hard_index
+    else:
+        index = vol.background_index
     flat = int(index[rng.integers(index.size)])
     centre = np.unravel_index(flat, vol.image.shape)
     image = extract_patch(vol.image, centre, input_size, PAD_VALUE)
@@ -223,10 +249,11 @@ def sample_patch(
 
 
 class PatelPatchDataset(torch.utils.data.Dataset):
-    """Patches for the Patel 3D CNN, centres drawn equally from haemorrhage and cavity background.
+    """Patches for the Patel 3D CNN, centres drawn from haemorrhage and cavity background.
 
-    Sample ``i`` takes its centre from the foreground when ``i`` is even and from the background when
-    it is odd (equal sampling), from a scan chosen at random.
+    With the paper's equal sampling (``fg_fraction=0.5``) sample ``i`` takes its centre from the foreground
+    when ``i`` is even and from the background when it is odd; in general a fraction ``fg_fraction`` of the
+    samples, evenly spread, are foreground. Each from a scan chosen at random.
 
     * ``fixed=False`` (training): every access draws a new patch from the dataset's own generator, so
       each epoch sees new patches; with ``num_workers=0`` and the same access order a run is repeatable.
@@ -241,6 +268,9 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         weight_map_fn: the weight map (:func:`sample_patch`; default :func:`patch_weight_map`).
         seed: random seed.
         fixed: see above.
+        fg_fraction: the fraction of foreground centres (the paper: 0.5).
+        hard_negative_fraction: the fraction of background centres drawn from the hard background.
+        cases: the cases the volumes were read from, kept for whole-scan validation.
     """
 
     def __init__(
@@ -254,7 +284,15 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         weight_map_fn: WeightMapFn | None = None,
         seed: int = 0,
         fixed: bool = False,
+        fg_fraction: float = 0.5,
+        hard_negative_fraction: float = 0.0,
+        cases: Sequence[Any] = (),
     ):
+        if not 0.0 < float(fg_fraction) <= 1.0 or not 0.0 <= float(hard_negative_fraction) <= 1.0:
+            raise HemolabError(
+                f"fg_fraction must lie in (0, 1] and hard_negative_fraction in [0, 1], got {fg_fraction} and "
+                f"{hard_negative_fraction}"
+            )
         if not volumes:
             raise HemolabError("no scans to sample patches from: the training / validation split is empty")
         if n_patches < 1:
@@ -267,6 +305,9 @@ class PatelPatchDataset(torch.utils.data.Dataset):
         self.weight_map_fn = weight_map_fn
         self.seed = int(seed)
         self.fixed = bool(fixed)
+        self.fg_fraction = float(fg_fraction)
+        self.hard_negative_fraction = float(hard_negative_fraction)
+        self.cases = list(cases)
         self._rng = np.random.default_rng(self.seed)
         self._cache: dict[int, dict[str, Any]] = {}
         with_fg = [v for v in self.volumes if v.foreground_index.size]
@@ -275,15 +316,25 @@ class PatelPatchDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n_patches
 
+    def is_foreground(self, i: int) -> bool:
+        """Whether sample ``i`` has a foreground centre: a fraction ``fg_fraction`` of them, evenly spread."""
+        f = self.fg_fraction
+        return i == 0 or math.floor(i * f + 1e-9) != math.floor((i - 1) * f + 1e-9)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if self.fixed and i in self._cache:
             return self._cache[i]
         rng = np.random.default_rng([self.seed, int(i)]) if self.fixed else self._rng
-        foreground = i % 2 == 0
+        foreground = self.is_foreground(int(i))
         pool = self._fg_volumes if foreground else self.volumes
         vol = pool[int(rng.integers(len(pool)))]
+        hard = (
+            not foreground
+            and self.hard_negative_fraction > 0
+            and bool(rng.random() < self.hard_negative_fraction)
+        )
         s = sample_patch(
-            vol, foreground, self.input_size, self.output_size, rng, self.transform, self.weight_map_fn
+            vol, foreground, self.input_size, self.output_size, rng, self.transform, self.weight_map_fn, hard
         )
         item = {k: torch.from_numpy(v) for k, v in s.items()}
         item["case_id"] = vol.case_id

@@ -7,14 +7,19 @@ momentum 0.9 at 1e-3, 50,000 training patches, through the shared loop :func:`he
 
 Our choices (documented in notebook 04):
 
-* ``tiny`` and ``small`` use a learning rate of 1e-2 so that a few hundred patches teach something; the
-  paper's schedule has no learning-rate decay, so the engine's plateau reduction is switched off
+* The paper's schedule has no learning-rate decay, so the engine's plateau reduction is switched off
   (``lr_patience`` larger than the epoch limit) and training stops when the validation loss has not
   improved for ``stop_patience`` epochs ("training was suspended once optimal performance on the
   validation data was reached").
 * Batch-norm statistics are recomputed after every epoch over a fixed set of training patches
   (:func:`recalibrate_batch_norm`, "precise BN"): with two patches per step the running averages are
   too erratic for evaluation.
+* ``small`` (a CPU budget of minutes, measured in ``benchmarks/bench_learning.py``; docs/methods.md §5.2)
+  also: draws a third of the centres from blood and half of the background centres from hard background
+  (:mod:`hemolab.training.patches`), adds synthetic training scans and validation scans up to six, trains
+  with Adam in bfloat16, and chooses the probability threshold on the whole validation scans
+  (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a prior of far more
+  blood than a whole scan holds, and 0.5 is not where its masks are best.
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ from hemolab.errors import HemolabError
 from hemolab.losses import WeightedCELoss
 from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import PATEL_HU_RANGE
+from hemolab.segment import segment_patel
+from hemolab.training.data import synthetic_cases
 from hemolab.training.engine import Hook, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
+from hemolab.training.threshold import tune_threshold
 from hemolab.validation import check_triple
 
 
@@ -64,6 +72,14 @@ class PatelSettings(ProfileSettings):
         min_component_ml: clusters smaller than this are removed at inference (paper: 0.1 mL).
         bn_calibration_patches: training patches over which the batch-norm statistics are recomputed
             after every epoch (:func:`recalibrate_batch_norm`; 0 keeps PyTorch's running averages).
+        optimizer: ``"sgd"`` (the paper: SGD with Nesterov momentum) or ``"adam"``.
+        fg_fraction: the fraction of patch centres drawn from blood (the paper: 0.5).
+        hard_negative_fraction: the fraction of background centres drawn from hard background.
+        synthetic_train: synthetic scans added to the training split
+            (:func:`hemolab.training.data.synthetic_cases`).
+        min_val_cases: synthetic scans are added to the validation split up to this many.
+        cpu_bf16: bfloat16 autocast when training on a CPU.
+        tune_threshold: choose the threshold on the whole validation scans after training; otherwise 0.5.
     """
 
     KIND: ClassVar[str] = "Patel"
@@ -84,6 +100,13 @@ class PatelSettings(ProfileSettings):
     stop_patience: int = 20
     min_component_ml: float = 0.1
     bn_calibration_patches: int = 16
+    optimizer: str = "sgd"
+    fg_fraction: float = 0.5
+    hard_negative_fraction: float = 0.0
+    synthetic_train: int = 0
+    min_val_cases: int = 0
+    cpu_bf16: bool = False
+    tune_threshold: bool = False
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -116,12 +139,23 @@ class PatelSettings(ProfileSettings):
         return s
 
 
+#: What the CPU profiles change in the paper's recipe (module docstring; docs/methods.md §5.2).
+_CPU_RECIPE: dict[str, Any] = {
+    "optimizer": "adam",
+    "fg_fraction": 1 / 3,
+    "hard_negative_fraction": 0.5,
+    "cpu_bf16": True,
+    "tune_threshold": True,
+}
+
+
 def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSettings:
     """The Patel training settings of a profile (``full`` = the paper's PATCH set-up).
 
     ``full``: base 32, thick-slice 124x124x40 -> 36x36x12, SGD 1e-3, 100 epochs x 500 = 50,000 patches.
-    ``small``: base 8, 116x116x36 -> 28x28x8, lr 1e-2, 60 epochs x 32 patches (minutes on a CPU).
-    ``tiny``: base 4, 108x108x36 -> 20x20x8, lr 1e-2, 3 epochs x 8 patches (seconds).
+    ``small``: base 8, 116x116x36 -> 28x28x8, Adam 1e-3, at most 24 epochs x 32 patches, and the CPU
+    recipe of the module docstring (minutes on a CPU).
+    ``tiny``: base 4, 108x108x36 -> 20x20x8, the same recipe, 3 epochs x 8 patches (seconds).
 
     Args:
         profile: ``"tiny"`` | ``"small"`` | ``"full"`` | ``None`` (auto).
@@ -137,12 +171,14 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     elif profile == "small":
         s = PatelSettings(
             "small", 8, True, (116, 116, 36), (148, 148, 44), batch_size=2, patches_per_epoch=32,
-            val_patches=16, max_epochs=60, lr=1e-2, stop_patience=20,
+            val_patches=16, max_epochs=24, lr=1e-3, stop_patience=8, **_CPU_RECIPE,
+            synthetic_train=26, min_val_cases=6,
         )  # fmt: skip
     else:
         s = PatelSettings(
             "tiny", 4, True, (108, 108, 36), (124, 124, 44), batch_size=2, patches_per_epoch=8,
-            val_patches=2, max_epochs=3, lr=1e-2, stop_patience=4, augment=True,
+            val_patches=2, max_epochs=3, lr=1e-3, stop_patience=4, augment=True, **_CPU_RECIPE,
+            synthetic_train=1, min_val_cases=2, bn_calibration_patches=4,
         )  # fmt: skip
     return s.with_overrides(**overrides)
 
@@ -217,16 +253,24 @@ def make_patel_loaders(
     train_cases = list(ds.train)
     if not train_cases:
         raise HemolabError(f"the dataset {ds.root} has no training case")
+    train_cases += synthetic_cases(settings.profile, settings.synthetic_train, seed, "train")
     val_cases = list(ds.validation)
+    if val_cases or settings.min_val_cases:
+        n_more = max(0, settings.min_val_cases - len(val_cases))
+        val_cases += synthetic_cases(settings.profile, n_more, seed, "validation")
     load = [
         load_patel_volume(c)
         for c in tqdm(train_cases + val_cases, desc="reading scans", disable=not progress)
     ]
     train_vols, val_vols = load[: len(train_cases)], load[len(train_cases) :]
     transform = patel_augmentation() if settings.augment else None
+    sampling = {
+        "fg_fraction": settings.fg_fraction,
+        "hard_negative_fraction": settings.hard_negative_fraction,
+    }
     train_ds = PatelPatchDataset(
         train_vols, settings.patches_per_epoch, settings.input_size, settings.output_size,
-        transform=transform, seed=seed,
+        transform=transform, seed=seed, cases=train_cases, **sampling,
     )  # fmt: skip
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=settings.batch_size, shuffle=False)
     val_loader = None
@@ -238,6 +282,8 @@ def make_patel_loaders(
             settings.output_size,
             seed=seed + 1,
             fixed=True,
+            cases=val_cases,
+            **sampling,
         )
         val_loader = torch.utils.data.DataLoader(val_ds, batch_size=settings.batch_size, shuffle=False)
     return train_loader, val_loader
@@ -273,6 +319,7 @@ def train_patel(
     progress: bool = True,
     live_plot: bool = False,
     device=None,
+    hooks: tuple[Hook, ...] = (),
     **overrides: Any,
 ) -> History:
     """Train the Patel 3D CNN on a hemolab dataset (Patel 2019, "Training"; docs/methods.md §2.4).
@@ -292,6 +339,7 @@ def train_patel(
         resume: continue an interrupted run in ``run_dir``. overwrite: start afresh.
         progress: progress bars. live_plot: live loss curves in a notebook.
         device: ``None`` = CUDA if available.
+        hooks: extra :class:`~hemolab.training.Hook` objects (e.g. a time limit, a throughput probe).
         **overrides: settings to change, e.g. ``max_epochs=10``, ``patches_per_epoch=16``.
 
     Returns:
@@ -303,8 +351,15 @@ def train_patel(
     seed_everything(seed)
     train_loader, val_loader = make_patel_loaders(dataset, settings, seed=seed, progress=progress)
     model = Patel3DCNN(**settings.model_kwargs())
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True)
-    hooks: list[Hook] = []
+    if settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True
+        )
+    elif settings.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    else:
+        raise HemolabError(f"optimizer must be 'sgd' (the paper) or 'adam', got {settings.optimizer!r}")
+    hooks = list(hooks)
     if settings.bn_calibration_patches > 0:
         calibration = PatelPatchDataset(
             train_loader.dataset.volumes,
@@ -314,9 +369,9 @@ def train_patel(
             seed=seed + 2,
             fixed=True,
         )
-        hooks.append(PreciseBatchNorm([calibration[i]["image"] for i in range(len(calibration))]))
+        hooks.insert(0, PreciseBatchNorm([calibration[i]["image"] for i in range(len(calibration))]))
     root = getattr(dataset, "root", dataset)
-    return fit(
+    history = fit(
         model,
         optimizer,
         WeightedCELoss(),
@@ -334,4 +389,8 @@ def train_patel(
         live_plot=live_plot,
         meta=patel_meta(settings, dataset=str(root), seed=int(seed)),
         hooks=hooks,
+        cpu_bf16=settings.cpu_bf16,
     )
+    if settings.tune_threshold and val_loader is not None:
+        tune_threshold(model, history.run_dir / "best.pt", val_loader.dataset.cases, segment_patel)
+    return history

@@ -1,0 +1,57 @@
+"""What a CPU profile changes in a paper's training recipe, and why: the table notebooks 03 and 04 print.
+
+The papers' methods are the ``full`` profile. Where ``small`` or ``tiny`` departs from them, it is a choice,
+made so that a network learns every time on a CPU budget (measured in ``benchmarks/bench_learning.py``),
+and the notebook says so: :func:`describe_recipe` lists every recipe setting whose value differs from
+``full`` with the reason (docs/methods.md §5.1 for CNN-DS, §5.2 for the Patel network). Sizes, widths,
+epoch counts and patiences, which every CPU profile shrinks, are left out.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from hemolab.config import ProfileSettings
+
+#: Why a CPU profile may change each recipe setting (docs/methods.md §5).
+WHY: dict[str, str] = {
+    "loss": "Dice + cross-entropy gives every voxel a gradient from the first step, so a small budget does not "
+    "end on the 'no blood' plateau",
+    "monitor": "the best epoch is the one whose masks are best on the validation scans",
+    "crop_head": "the box around the cranial cavity is resampled instead of the whole field of view: more "
+    "voxels land on the brain",
+    "synthetic_train": "synthetic heads are free: more of them teach more than more epochs on a few",
+    "min_val_cases": "the best epoch and the threshold are chosen on at least this many scans, not two",
+    "cpu_bf16": "bfloat16 autocast: about 2.5x faster per step on a CPU (benchmarks/README.md)",
+    "tune_threshold": "the threshold with the best mean Dice on the whole validation scans is stored in the "
+    "checkpoint; an uncalibrated network's best threshold is not 0.5",
+    "restrict_to_cranial_cavity": "only predictions inside the cranial cavity are kept (Patel's post-processing)",
+    "min_component_ml": "clusters under this volume are removed (Patel's 0.1 mL rule)",
+    "optimizer": "Adam gets much further than SGD in the few hundred steps a CPU affords (the paper: 50,000 "
+    "patches)",
+    "fg_fraction": "fewer patches centred on blood: whole scans hold far less blood than balanced patches",
+    "hard_negative_fraction": "background patches centred on bright non-blood voxels (>= 40 HU), the ones a "
+    "network calls blood by mistake",
+    "lr": "the learning rate that fits the shorter schedule",
+    "augment": "left-right mirroring is off: a few epochs cannot profit from it",
+}
+
+
+def describe_recipe(settings: ProfileSettings, paper: ProfileSettings) -> pd.DataFrame:
+    """The recipe settings where ``settings`` departs from ``paper`` (the ``full`` profile), with the reason.
+
+    Args:
+        settings: a profile's settings (:func:`hemolab.training.cnnds_settings`, ``patel_settings``).
+        paper: the same network's ``full`` settings.
+
+    Returns:
+        A DataFrame indexed by setting with columns ``this profile``, ``full (paper)``, ``why``; empty for
+        ``full`` itself.
+    """
+    mine, ref = settings.as_dict(), paper.as_dict()
+    rows = [
+        {"setting": key, "this profile": mine[key], "full (paper)": ref[key], "why": why}
+        for key, why in WHY.items()
+        if key in mine and key in ref and mine[key] != ref[key]
+    ]
+    return pd.DataFrame(rows, columns=["setting", "this profile", "full (paper)", "why"]).set_index("setting")

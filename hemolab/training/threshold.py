@@ -1,0 +1,117 @@
+"""The probability threshold of a trained network, chosen on its validation scans (our choice, docs/methods.md §5.1).
+
+Both papers threshold the network's probability at 0.5. A network trained on a small budget -- and the Patel
+network, trained on patches balanced between blood and background (docs/methods.md §2.4), which learns a
+prior of far more blood than a whole scan holds -- is not calibrated: 0.5 is not where its masks are best.
+The CPU profiles therefore pick the threshold that gives the best mean Dice over the validation scans and
+store it in ``best.pt``; inference reads it from the checkpoint (:class:`hemolab.checkpoint.CheckpointMeta`).
+A blood-free scan counts 1 when nothing is predicted and 0 otherwise (docs/methods.md §4), so false alarms
+on normal heads pull the threshold up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hemolab.checkpoint import CheckpointMeta, atomic_torch_save, read_checkpoint
+from hemolab.errors import HemolabError
+from hemolab.io import array_from_image
+from hemolab.metrics import dice
+from hemolab.preprocess import cranial_cavity_mask
+from hemolab.segment import SegmentationResult
+from hemolab.segment.postprocess import finish_mask
+
+#: The thresholds tried: never below the paper's 0.5, which would call a voxel blood where the network itself
+#: finds blood less likely than not.
+CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def choose_threshold(
+    scans: Sequence[tuple[Callable[[float], np.ndarray], np.ndarray]],
+    candidates: Sequence[float] = CANDIDATES,
+) -> tuple[float, dict[float, float]]:
+    """The threshold with the best mean Dice over scans (ties: the one nearest 0.5).
+
+    Args:
+        scans: per validation scan, ``(mask_at, reference)``: ``mask_at(t)`` gives the mask at threshold
+            ``t`` (the whole post-processing of inference), ``reference`` the binary label.
+        candidates: thresholds to try, each strictly between 0 and 1.
+
+    Returns:
+        ``(threshold, {threshold: mean Dice})``.
+
+    Raises:
+        HemolabError: for no scans or a candidate outside (0, 1).
+    """
+    if not scans:
+        raise HemolabError("choose_threshold needs at least one validation scan")
+    if not candidates or not all(0.0 < float(t) < 1.0 for t in candidates):
+        raise HemolabError(f"candidate thresholds must lie strictly between 0 and 1, got {list(candidates)}")
+    scores = {
+        float(t): float(np.mean([dice(mask_at(float(t)), ref) for mask_at, ref in scans])) for t in candidates
+    }
+    best = max(scores, key=lambda t: (round(scores[t], 6), -abs(t - 0.5)))
+    return best, scores
+
+
+def tune_threshold(
+    model: torch.nn.Module,
+    best_path: str | os.PathLike,
+    cases: Iterable[Any],
+    segment: Callable[..., SegmentationResult],
+    candidates: Sequence[float] = CANDIDATES,
+) -> float:
+    """Load the best weights, choose the threshold on whole validation scans, store it in ``best.pt``.
+
+    Each scan is segmented once by the architecture's own inference pipeline (``segment``, e.g.
+    :func:`hemolab.segment.segment_cnnds`); its probability map then goes through
+    :func:`hemolab.segment.postprocess.finish_mask` (threshold, cranial cavity, cluster rule, as the
+    checkpoint's meta asks) at every candidate threshold.
+
+    Args:
+        model: the run's network (its weights are replaced by the best epoch's).
+        best_path: the run's ``best.pt``.
+        cases: validation cases (``load_image()``, ``load_label()``).
+        segment: ``segment(image, model, meta)`` -> :class:`~hemolab.segment.SegmentationResult`.
+        candidates: thresholds to try.
+
+    Returns:
+        The threshold stored.
+    """
+    payload = read_checkpoint(best_path)
+    model.load_state_dict(payload["model_state"])
+    meta = CheckpointMeta.from_dict(payload["meta"], source=str(best_path))
+    scans = []
+    for case in cases:
+        image = case.load_image()
+        prob = segment(image, model, meta).probability_array()
+        cavity = array_from_image(cranial_cavity_mask(image)) > 0 if meta.restrict_to_cranial_cavity else None
+        reference = array_from_image(case.load_label()) > 0
+
+        scans.append((partial(_mask_at, prob, image.GetSpacing(), cavity, meta.min_component_ml), reference))
+    threshold, _ = choose_threshold(scans, candidates)
+    store_threshold(best_path, threshold)
+    return threshold
+
+
+def _mask_at(prob, spacing, cavity, min_component_ml: float, t: float) -> np.ndarray:
+    return finish_mask(prob, t, spacing, cavity=cavity, min_component_ml=min_component_ml)
+
+
+def store_threshold(path: str | os.PathLike, threshold: float) -> CheckpointMeta:
+    """Write ``threshold`` into the meta of the checkpoint at ``path`` (atomically); the new meta is returned."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    meta = CheckpointMeta.from_dict(payload.get("meta", {}), source=str(path)).replace(
+        threshold=float(threshold)
+    )
+    payload["meta"] = meta.to_dict()
+    atomic_torch_save(payload, path)
+    return meta

@@ -1,0 +1,57 @@
+"""The benchmark scripts run (on tiny settings) and judge their rows as they say; no timing is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(**changes):
+    base = {"arch": "cnnds", "seed": 0, "dice_ge5ml": 0.8, "dice_all_bleeds": 0.6, "blood_free_median_ml": 0.0,
+            "real_scan_ml": 0.5, "train_minutes": 5.0, "peak_mb": 900.0, "threshold": 0.6, "epochs": 20,
+            "best_epoch": 15}  # fmt: skip
+    base.update(changes)
+    return base
+
+
+def test_learning_benchmark_judges_each_target():
+    bench = load("bench_learning")
+    assert all(bench.verdict(row()).values())
+    assert not bench.verdict(row(dice_ge5ml=0.74))["dice_ge5ml"]
+    assert not bench.verdict(row(real_scan_ml=2.5))["real_scan_ml"]
+    assert not bench.verdict(row(blood_free_median_ml=1.2))["blood_free_median_ml"]
+    assert not bench.verdict(row(peak_mb=2100.0))["peak_mb"]
+    # Patel has its own, lower Dice targets and a longer time budget
+    assert bench.verdict(row(arch="patel", dice_ge5ml=0.61, dice_all_bleeds=0.41, train_minutes=11.0))[
+        "dice_ge5ml"
+    ]
+    assert not bench.verdict(row(arch="patel", train_minutes=12.5))["train_minutes"]
+    table = bench.markdown([row(), row(seed=1, real_scan_ml=14.0)])
+    assert "14.0 ✗" in table and table.count("\n") == 3
+
+
+@pytest.mark.slow
+def test_gpu_full_check_runs_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEMOLAB_WORKSPACE", str(tmp_path / "ws"))
+    check = load("gpu_full_check")
+    out = tmp_path / "check.json"
+    assert check.main(["--device", "cpu", "--profile", "tiny", "--seconds", "1", "--cases", "4",
+                       "--arch", "cnnds", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    (net,) = report["networks"]
+    assert net["arch"] == "cnnds" and net["epochs"] >= 1
+    assert {"loss_falls", "seconds_per_epoch", "inference_seconds[real GE head CT]"} <= set(net)

@@ -1,0 +1,173 @@
+"""The CPU recipe that makes the small networks learn (docs/methods.md §5.1-5.2): each piece does what it says.
+
+Whether the recipe *learns* is measured by benchmarks/bench_learning.py over several seeds (it takes tens of
+minutes); these tests check the pieces: the head crop, the synthetic cases, the Dice + BCE loss, the threshold
+chosen on validation scans and stored in the checkpoint, the one post-processing step, Patel's sampling, and the
+table that names each departure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from hemolab.architectures import load_checkpoint, segment_scan
+from hemolab.datasets import load_dataset
+from hemolab.errors import HemolabError
+from hemolab.io import array_from_image
+from hemolab.losses import DiceBCELossOnBatch, SoftDiceLoss
+from hemolab.preprocess import cranial_cavity_mask, crop_to_box, head_box
+from hemolab.segment.postprocess import finish_mask, remove_small_components
+from hemolab.training import cnnds_settings, describe_recipe, patel_settings, train_cnnds
+from hemolab.training.data import POOL_SEEDS, make_cnnds_loaders, preprocess_case, synthetic_cases
+from hemolab.training.patches import HARD_NEGATIVE_HU, PatelPatchDataset, load_patel_volume
+from hemolab.training.threshold import CANDIDATES, choose_threshold
+
+
+@pytest.fixture(scope="module")
+def bleeding_case(tiny_cohort):
+    ds = load_dataset(tiny_cohort)
+    return max(ds.train, key=lambda c: float(c.info.get("true_volume_ml") or 0))
+
+
+def test_head_box_holds_the_cavity_and_the_bleed_and_keeps_world_coordinates(bleeding_case):
+    image, label = bleeding_case.load_image(), bleeding_case.load_label()
+    box = head_box(image, margin_mm=10.0)
+    assert box is not None
+    index, size = box
+    cav = array_from_image(cranial_cavity_mask(image)) > 0
+    assert tuple(crop_to_box(image, box).GetSize()) == tuple(size)
+    lab = array_from_image(label) > 0
+    inside = np.zeros_like(lab)
+    inside[tuple(slice(i, i + s) for i, s in zip(index, size, strict=True))] = True
+    assert lab[~inside].sum() == 0 and cav[~inside].sum() == 0  # nothing of the head's inside is cut off
+    assert np.prod(size) < lab.size  # and the box is smaller than the field of view
+    cropped = crop_to_box(image, box)
+    assert cropped.GetOrigin() == pytest.approx(image.TransformIndexToPhysicalPoint([int(i) for i in index]))
+    assert crop_to_box(image, None) is image
+
+
+def test_head_box_of_a_scan_without_a_skull_is_none():
+    arr = np.full((20, 40, 40), -1000.0, dtype=np.float32)
+    arr[:, 10:30, 10:30] = 30.0  # soft tissue, no bone: no skull ring to find
+    with pytest.warns(UserWarning, match="no cranial cavity"):
+        assert head_box(sitk.GetImageFromArray(arr)) is None
+
+
+def test_cropped_preprocessing_keeps_the_bleed_and_puts_more_voxels_on_it(bleeding_case):
+    grid = (32, 32, 16)
+    _, whole = preprocess_case(bleeding_case, grid)
+    _, cropped = preprocess_case(bleeding_case, grid, crop_head=True)
+    assert cropped.sum() > whole.sum() > 0  # the same bleed, on smaller voxels
+
+
+def test_synthetic_cases_come_from_seeds_no_cohort_uses(tiny_cohort):
+    train = synthetic_cases("tiny", 3, seed=1)
+    val = synthetic_cases("tiny", 2, seed=1, split="validation")
+    ids = [c.case_id for c in train + val]
+    assert len(set(ids)) == 5
+    assert (
+        POOL_SEEDS["train"] > 2026 and POOL_SEEDS["validation"] > 2026
+    )  # never the course's or a benchmark's
+    image, label = train[0].load_image(), train[0].load_label()
+    assert image.GetSize() == label.GetSize() and array_from_image(image).min() < -500
+    assert synthetic_cases("tiny", 0) == []
+    with pytest.raises(HemolabError, match="split"):
+        synthetic_cases("tiny", 1, split="test")
+    tr, va = make_cnnds_loaders(tiny_cohort, (32, 32, 16), synthetic_train=2, min_val_cases=3, augment=False)
+    n_train = len(load_dataset(tiny_cohort).train)
+    assert len(tr.dataset) == n_train + 2 and len(va.dataset) == 3
+
+
+def test_dice_bce_is_the_paper_dice_plus_binary_cross_entropy():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, 4, generator=g)
+    label = (torch.rand(2, 1, 8, 8, 4, generator=g) > 0.8).float()
+    expected = SoftDiceLoss()(logits, label) + 0.5 * F.binary_cross_entropy_with_logits(logits, label)
+    torch.testing.assert_close(DiceBCELossOnBatch(bce_weight=0.5)(logits, {"label": label}), expected)
+    with pytest.raises(HemolabError):
+        DiceBCELossOnBatch(bce_weight=-1)
+
+
+def test_choose_threshold_takes_the_best_mean_dice_and_prefers_0_5_on_ties():
+    ref = np.zeros((10, 10, 4), bool)
+    ref[2:6, 2:6] = True
+    prob = np.where(ref, 0.85, 0.0) + np.where(
+        np.indices(ref.shape)[0] == 8, 0.75, 0.0
+    )  # a false alarm at 0.75
+    blood_free = np.zeros_like(ref)
+    scans = [(lambda t, p=prob: p >= t, ref), (lambda t: np.full(ref.shape, 0.65) >= t, blood_free)]
+    best, scores = choose_threshold(scans)
+    assert best == 0.8 and scores[0.8] == pytest.approx(1.0) and scores[0.5] < 1.0
+    flat = [(lambda t: ref, ref)]
+    assert choose_threshold(flat)[0] == 0.5  # every threshold equal: the paper's
+    with pytest.raises(HemolabError):
+        choose_threshold([])
+    with pytest.raises(HemolabError):
+        choose_threshold(flat, candidates=(0.0, 0.5))
+
+
+def test_finish_mask_is_threshold_then_cavity_then_clusters():
+    rng = np.random.default_rng(0)
+    prob = rng.random((20, 20, 6)).astype(np.float32)
+    cavity = np.zeros(prob.shape, bool)
+    cavity[3:17, 3:17] = True
+    spacing = (1.0, 1.0, 5.0)
+    expected = remove_small_components((prob >= 0.7) & cavity, spacing, 0.05)
+    np.testing.assert_array_equal(
+        finish_mask(prob, 0.7, spacing, cavity=cavity, min_component_ml=0.05), expected
+    )
+    np.testing.assert_array_equal(finish_mask(prob, 0.7, spacing), prob >= 0.7)
+    with pytest.raises(HemolabError, match="cavity"):
+        finish_mask(prob, 0.5, spacing, cavity=cavity[:, :, :3])
+
+
+@pytest.mark.slow
+def test_tiny_cnnds_run_stores_a_chosen_threshold_and_segments_inside_the_head(tiny_cohort, tmp_path):
+    history = train_cnnds(tiny_cohort, "tiny", tmp_path / "run", progress=False, max_epochs=1)
+    model, meta = load_checkpoint(history.run_dir / "best.pt")
+    assert meta.threshold in CANDIDATES
+    assert meta.crop_head and meta.restrict_to_cranial_cavity and meta.min_component_ml == pytest.approx(0.1)
+    case = load_dataset(tiny_cohort).test[0]
+    image = case.load_image()
+    result = segment_scan(image, model, meta, threshold=0.01)  # a low threshold: something is predicted
+    cavity = array_from_image(cranial_cavity_mask(image)) > 0
+    mask = result.mask_array()
+    assert mask.shape == tuple(image.GetSize()) and not (mask & ~cavity).any()
+
+
+def test_patel_sampling_draws_a_third_from_blood_and_hard_background(tiny_cohort):
+    ds = load_dataset(tiny_cohort)
+    vols = [load_patel_volume(c) for c in ds.train]
+    paper = PatelPatchDataset(vols, 12, (108, 108, 36), (20, 20, 8), seed=0)
+    assert [paper.is_foreground(i) for i in range(6)] == [True, False] * 3  # the paper: equal
+    cpu = PatelPatchDataset(vols, 30, (108, 108, 36), (20, 20, 8), seed=0, fg_fraction=1 / 3,
+                            hard_negative_fraction=1.0)  # fmt: skip
+    fg = [cpu.is_foreground(i) for i in range(30)]
+    assert sum(fg) == 10 and fg[:3] == [True, False, False]
+    level = (HARD_NEGATIVE_HU + 200.0) / 400.0
+    for i in range(30):
+        if fg[i]:
+            continue
+        item = cpu[i]
+        vol = next(v for v in vols if v.case_id == item["case_id"])
+        c = tuple(int(v) for v in item["centre"])
+        if vol.hard_index.size:
+            assert vol.image[c] >= level and vol.cavity[c] and not vol.label[c]
+    with pytest.raises(HemolabError, match="fg_fraction"):
+        PatelPatchDataset(vols, 4, (108, 108, 36), (20, 20, 8), fg_fraction=0.0)
+
+
+def test_describe_recipe_names_every_departure_of_a_cpu_profile_and_none_of_full():
+    assert describe_recipe(cnnds_settings("full"), cnnds_settings("full")).empty
+    small = describe_recipe(cnnds_settings("small"), cnnds_settings("full"))
+    assert {"loss", "monitor", "crop_head", "synthetic_train", "tune_threshold", "min_component_ml"} <= set(
+        small.index
+    )
+    assert small.loc["loss", "this profile"] == "dice_bce" and small.loc["loss", "full (paper)"] == "dice"
+    patel = describe_recipe(patel_settings("small"), patel_settings("full"))
+    assert {"optimizer", "fg_fraction", "hard_negative_fraction", "tune_threshold"} <= set(patel.index)
+    assert all(patel["why"].str.len() > 20)
