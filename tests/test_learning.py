@@ -92,18 +92,28 @@ def test_dice_bce_is_the_paper_dice_plus_binary_cross_entropy():
         DiceBCELossOnBatch(bce_weight=-1)
 
 
-def test_choose_threshold_takes_the_best_mean_dice_and_prefers_0_5_on_ties():
+def test_choose_threshold_keeps_blood_free_scans_within_the_budget_then_maximises_dice():
     ref = np.zeros((10, 10, 4), bool)
-    ref[2:6, 2:6] = True
+    ref[2:6, 2:6] = True  # 64 voxels
     prob = np.where(ref, 0.85, 0.0) + np.where(
         np.indices(ref.shape)[0] == 8, 0.75, 0.0
     )  # a false alarm at 0.75
     blood_free = np.zeros_like(ref)
-    scans = [(lambda t, p=prob: p >= t, ref), (lambda t: np.full(ref.shape, 0.65) >= t, blood_free)]
-    best, scores = choose_threshold(scans)
-    assert best == 0.8 and scores[0.8] == pytest.approx(1.0) and scores[0.5] < 1.0
-    flat = [(lambda t: ref, ref)]
+    normal = np.zeros(ref.shape)
+    normal[0, 0, :2] = 0.65  # two voxels of false alarm on the normal head below 0.7
+    scans = [(lambda t, p=prob: p >= t, ref, 0.01), (lambda t: normal >= t, blood_free, 0.01)]
+    best, table = choose_threshold(scans, max_false_ml=0.01)  # 1 voxel allowed: 0.5 and 0.6 are out
+    assert list(table.index) == list(CANDIDATES)
+    assert not table.loc[0.5, "eligible"] and table.loc[0.7, "eligible"]
+    assert best == 0.8 and table.loc[0.8, "dice_bleeds"] == pytest.approx(1.0)
+    assert choose_threshold(scans, max_false_ml=1.0)[0] == 0.8  # a larger budget: the best Dice decides
+    flat = [(lambda t: ref, ref, 0.01)]
     assert choose_threshold(flat)[0] == 0.5  # every threshold equal: the paper's
+    always = [
+        (lambda t: ref, ref, 0.01),
+        (lambda t: ~blood_free, blood_free, 0.01),
+    ]  # 4 mL at every threshold
+    assert choose_threshold(always)[0] == 0.5  # none in budget: the fewest false mL, then nearest 0.5
     with pytest.raises(HemolabError):
         choose_threshold([])
     with pytest.raises(HemolabError):

@@ -23,8 +23,9 @@ WHY: dict[str, str] = {
     "synthetic_train": "synthetic heads are free: more of them teach more than more epochs on a few",
     "min_val_cases": "the best epoch and the threshold are chosen on at least this many scans, not two",
     "cpu_bf16": "bfloat16 autocast: about 2.5x faster per step on a CPU (benchmarks/README.md)",
-    "tune_threshold": "the threshold with the best mean Dice on the whole validation scans is stored in the "
-    "checkpoint; an uncalibrated network's best threshold is not 0.5",
+    "tune_threshold": "an operating point chosen on the whole validation scans is stored in the checkpoint: the "
+    "best mean Dice on the bleeds among thresholds that leave every blood-free scan under 0.5 mL; an "
+    "uncalibrated network's best threshold is not 0.5",
     "restrict_to_cranial_cavity": "only predictions inside the cranial cavity are kept (Patel's post-processing)",
     "min_component_ml": "clusters under this volume are removed (Patel's 0.1 mL rule)",
     "optimizer": "Adam gets much further than SGD in the few hundred steps a CPU affords (the paper: 50,000 "
