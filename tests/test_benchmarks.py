@@ -42,6 +42,10 @@ def test_learning_benchmark_judges_each_target():
     assert not bench.verdict(row(arch="patel", train_minutes=12.5))["train_minutes"]
     table = bench.markdown([row(), row(seed=1, real_scan_ml=14.0)])
     assert "14.0 ✗" in table and table.count("\n") == 3
+    untimed = row(
+        train_minutes=float("nan"), peak_mb=float("nan")
+    )  # --evaluate: a checkpoint trained elsewhere
+    assert all(bench.verdict(untimed).values()) and "| – | – |" in bench.markdown([untimed])
 
 
 @pytest.mark.slow

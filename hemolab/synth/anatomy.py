@@ -13,7 +13,7 @@ The head is built in physical millimetres from perturbed ellipsoids so that ever
   about 30-35 HU (``benchmarks/synth_realism.py`` compares);
 * two lateral ventricles (frontal horns, bodies, atria, occipital and temporal horns: the "butterfly"),
   the third and fourth ventricles, the interhemispheric fissure and the falx (~60 HU);
-* the tentorium and the dural venous sinuses (superior sagittal, transverse; ~55 HU) against the inner
+* the tentorium and the dural venous sinuses (superior sagittal, transverse, sigmoid; ~55 HU) against the inner
   table, and the choroid plexus glomus in each atrium (~45 HU): dense like a thin bleed on real CT, and not
   blood;
 * physiological calcifications (pineal gland, choroid plexus glomus, 120-400 HU): bright, not blood.
@@ -344,6 +344,10 @@ def build_head(grid: Grid, rng: np.random.Generator, params: dict | None = None)
     near_table = soft(depth_inner - 6.0 * k, h)  # within ~6 mm of the inner table
     paint(img, slab(tent, 1.2, h) * behind * cavity, sinus_hu)  # tentorium cerebelli
     paint(img, slab(tent, 7.0 * k, h) * near_table * behind * cavity, sinus_hu)  # transverse sinuses
+    # sigmoid sinuses: from the transverse sinus down the lateral wall of the posterior fossa
+    lateral_pf = behind * _sigmoid((np.abs(xr) - 28.0 * k) / 3.0) * soft(zr + 40.0 * k, h)
+    paint(img, lateral_pf * near_table * cavity, sinus_hu)
+    del lateral_pf
     paint(img, slab(xr, 7.0 * k, h) * near_table * soft((zv - 10.0 * k) - zr, h) * cavity, sinus_hu)  # SSS
     del behind, tent, near_table, y_pet
     # choroid plexus glomus in each atrium: soft tissue (~45 HU) in the CSF, often with a calcified core below

@@ -100,7 +100,7 @@ def cohort_card(profile: str | None = None, seed: int = 0) -> str:
         "the brain, never in the bone, and push the brain in.",
         "- **the calcification trap**: calcified pineal gland, choroid plexus or falx in many heads, 180–400 HU "
         "and bright like blood in a brain window; never in the truth, sometimes drawn by one rater.",
-        "- **the dural trap**: the tentorium and the superior sagittal and transverse sinuses (about 55 HU, against "
+        "- **the dural trap**: the tentorium and the superior sagittal, transverse and sigmoid sinuses (about 55 HU, against "
         "the inner table) and the choroid plexus in each atrium (about 45 HU), dense like a thin bleed (on real CT "
         "a network that never saw them calls them blood); never in the truth.",
         "- **three raters** per case, each shifting the bleed's boundary a little (a personal bias), sometimes "
