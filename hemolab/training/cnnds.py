@@ -13,7 +13,7 @@ the code base the design comes from, marked as recovered in docs/methods.md §1.
 ``small`` and ``tiny`` shrink the grid, the width and the number of epochs so that training fits a CPU
 laptop (minutes) or CI (seconds). They are our choices (documented in notebook 03 and docs/methods.md §5.1);
 the patiences are scaled down with the epoch budget so that learning-rate halving and early stopping can
-still happen. Measured to make the small network learn every time (``benchmarks/bench_learning.py``), they
+still happen. Chosen so that the small network learns in minutes (how far it does: ``benchmarks/bench_learning.py``), they
 also: crop each scan to the box around its cranial cavity before resampling (more voxels on the brain),
 add synthetic training cases (data is free) and validation cases up to twelve, add binary cross-entropy to
 the Dice loss, train in bfloat16 on the CPU, pick the best epoch by validation Dice, choose the threshold
@@ -123,7 +123,7 @@ class CNNDSSettings(ProfileSettings):
         return replace(self, **clean)
 
 
-#: What the CPU profiles add to the paper's recipe so that a small network learns every time on a CPU
+#: What the CPU profiles add to the paper's recipe so that a small network learns on a CPU
 #: budget (measured in benchmarks/bench_learning.py; docs/methods.md §5.1).
 _CPU_RECIPE: dict[str, Any] = {
     "loss": "dice_bce",

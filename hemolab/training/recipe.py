@@ -1,7 +1,7 @@
 """What a CPU profile changes in a paper's training recipe, and why: the table notebooks 03 and 04 print.
 
 The papers' methods are the ``full`` profile. Where ``small`` or ``tiny`` departs from them, it is a choice,
-made so that a network learns every time on a CPU budget (measured in ``benchmarks/bench_learning.py``),
+made so that a network learns on a CPU budget (how far it does is measured by ``benchmarks/bench_learning.py``),
 and the notebook says so: :func:`describe_recipe` lists every recipe setting whose value differs from
 ``full`` with the reason (docs/methods.md §5.1 for CNN-DS, §5.2 for the Patel network). Sizes, widths,
 epoch counts and patiences, which every CPU profile shrinks, are left out.
