@@ -47,12 +47,20 @@ from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_res
 
 
 def segment_cnnds(
-    image: sitk.Image, model: nn.Module, meta: MetaLike, *, threshold: float | None = None, device: Any = None
+    image: sitk.Image,
+    model: nn.Module,
+    meta: MetaLike,
+    *,
+    threshold: float | None = None,
+    device: Any = None,
+    cavity: np.ndarray | sitk.Image | None = None,
 ) -> SegmentationResult:
     """Segment one head CT with a trained CNN-DS (the steps of the module docstring).
 
     The arguments are those of :func:`hemolab.architectures.segment_scan`, which checks the scan and calls
     this for a CNN-DS checkpoint; the meta gives the grid (``grid_size``), the HU window and the threshold.
+    ``cavity`` is a precomputed cranial-cavity mask (``[x, y, z]`` array or image), as for
+    :func:`hemolab.segment.segment_patel`; ``None`` computes it when the meta asks for it.
 
     Returns:
         A :class:`~hemolab.segment.SegmentationResult` on the input scan's grid.
@@ -68,9 +76,10 @@ def segment_cnnds(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    cavity = None
-    if meta.crop_head or meta.restrict_to_cranial_cavity:
-        cavity = array_from_image(cranial_cavity_mask(image)) > 0
+    if cavity is None and (meta.crop_head or meta.restrict_to_cranial_cavity):
+        cavity = cranial_cavity_mask(image)
+    if cavity is not None:
+        cavity = (array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)) > 0
     region = crop_to_box(image, head_box(image, cavity=cavity)) if meta.crop_head else image
     arr = prepare_cnnds(region, meta.grid_size, hu_window=meta.hu_window)
     grid_spacing, grid_origin = grid_for_size(region, meta.grid_size)  # the grid prepare_cnnds resampled to

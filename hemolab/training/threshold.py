@@ -106,7 +106,8 @@ def tune_threshold(
         model: the run's network (its weights are replaced by the best epoch's).
         best_path: the run's ``best.pt``.
         cases: validation cases (``load_image()``, ``load_label()``).
-        segment: ``segment(image, model, meta)`` -> :class:`~hemolab.segment.SegmentationResult`.
+        segment: ``segment(image, model, meta, cavity=...)`` -> :class:`~hemolab.segment.SegmentationResult`
+            (:func:`hemolab.segment.segment_cnnds`, :func:`hemolab.segment.segment_patel`).
         candidates: thresholds to try.
 
     Returns:
@@ -118,8 +119,12 @@ def tune_threshold(
     scans = []
     for case in cases:
         image = case.load_image()
-        prob = segment(image, model, meta).probability_array()
-        cavity = array_from_image(cranial_cavity_mask(image)) > 0 if meta.restrict_to_cranial_cavity else None
+        cavity = None  # computed once per scan, for the pipeline and for the masks below
+        if meta.restrict_to_cranial_cavity or meta.crop_head:
+            cavity = array_from_image(cranial_cavity_mask(image)) > 0
+        prob = segment(image, model, meta, cavity=cavity).probability_array()
+        if not meta.restrict_to_cranial_cavity:
+            cavity = None
         reference = array_from_image(case.load_label()) > 0
 
         mask_at = partial(_mask_at, prob, image.GetSpacing(), cavity, meta.min_component_ml)
