@@ -143,6 +143,26 @@ def synthetic_cases(profile: str, n_cases: int, seed: int = 0, split: str = "tra
     return [SyntheticCase(p) for p in plan_cohort(int(n_cases), POOL_SEEDS[split] + int(seed), profile)]
 
 
+def with_synthetic_cases(
+    train: Sequence[Any],
+    validation: Sequence[Any],
+    profile: str,
+    synthetic_train: int,
+    min_val_cases: int,
+    seed: int,
+) -> tuple[list[Any], list[Any]]:
+    """A dataset's training and validation cases with the synthetic ones a run adds (:func:`synthetic_cases`).
+
+    ``synthetic_train`` cases join the training split; the validation split is filled up to
+    ``min_val_cases``. Both drivers (CNN-DS and Patel) build their splits with this.
+    """
+    n_val = max(0, int(min_val_cases) - len(validation))
+    return (
+        list(train) + synthetic_cases(profile, synthetic_train, seed, "train"),
+        list(validation) + synthetic_cases(profile, n_val, seed, "validation"),
+    )
+
+
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "image": torch.stack([it["image"] for it in items]),
@@ -193,9 +213,9 @@ def make_cnnds_loaders(
         raise HemolabError(
             f"dataset {dataset.root} has no validation cases: list held-out case ids under 'validation' in dataset.json"
         )
-    train_cases = list(dataset.train) + synthetic_cases(synthetic_profile, synthetic_train, seed, "train")
-    n_val = max(0, int(min_val_cases) - len(dataset.validation))
-    val_cases = list(dataset.validation) + synthetic_cases(synthetic_profile, n_val, seed, "validation")
+    train_cases, val_cases = with_synthetic_cases(
+        dataset.train, dataset.validation, synthetic_profile, synthetic_train, min_val_cases, seed
+    )
     train_ds = CachedCNNDSDataset(train_cases, size, crop_head=crop_head, augment=augment, progress=progress)
     val_ds = CachedCNNDSDataset(val_cases, size, crop_head=crop_head, augment=False, progress=progress)
     gen = torch.Generator().manual_seed(int(seed))

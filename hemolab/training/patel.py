@@ -41,7 +41,7 @@ from hemolab.losses import WeightedCELoss
 from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import PATEL_HU_RANGE
 from hemolab.segment import segment_patel
-from hemolab.training.data import synthetic_cases
+from hemolab.training.data import with_synthetic_cases
 from hemolab.training.engine import Hook, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
@@ -250,14 +250,11 @@ def make_patel_loaders(
     """
     # every training and validation case read and checked first; one error names every broken case
     ds = validate_dataset(dataset, ("train", "validation"), progress=progress)
-    train_cases = list(ds.train)
-    if not train_cases:
+    if not ds.train:
         raise HemolabError(f"the dataset {ds.root} has no training case")
-    train_cases += synthetic_cases(settings.profile, settings.synthetic_train, seed, "train")
-    val_cases = list(ds.validation)
-    if val_cases or settings.min_val_cases:
-        n_more = max(0, settings.min_val_cases - len(val_cases))
-        val_cases += synthetic_cases(settings.profile, n_more, seed, "validation")
+    train_cases, val_cases = with_synthetic_cases(
+        ds.train, ds.validation, settings.profile, settings.synthetic_train, settings.min_val_cases, seed
+    )
     load = [
         load_patel_volume(c)
         for c in tqdm(train_cases + val_cases, desc="reading scans", disable=not progress)
