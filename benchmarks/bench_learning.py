@@ -19,11 +19,15 @@ It is a benchmark, not a test: a run takes tens of minutes. Run it on an otherwi
 the default) when the times matter::
 
     python benchmarks/bench_learning.py --arch cnnds patel --seeds 0 1 2 --markdown --out learning.json
+
+``--set KEY=VALUE`` changes a training setting for every run, to measure a lever against the recipe, e.g. the
+Patel network with the paper's HU window: ``--arch patel --set hu_window=-200,200``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -46,19 +50,34 @@ TARGETS: dict[str, tuple[float, float, float, float, float]] = {
 MEMORY_MB = 2048.0
 
 
-def worker(arch: str, seed: int, profile: str, eval_seed: int, run_root: Path) -> dict:
-    """Train one network for one seed and measure it (runs in a child process)."""
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"hu_window=-200,200"`` -> ``("hu_window", (-200, 200))``: a ``--set`` value (a Python literal; commas
+    make a tuple)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value if "," not in value or value.startswith(("(", "[")) else f"({value})")
+    except (ValueError, SyntaxError):
+        parsed = value  # a plain string, e.g. optimizer=sgd
+    return key.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def worker(
+    arch: str, seed: int, profile: str, eval_seed: int, run_root: Path, overrides: dict | None = None
+) -> dict:
+    """Train one network for one seed and measure it (runs in a child process); ``overrides`` change settings."""
     from hemolab.architectures import get_architecture
     from hemolab.datasets import ensure_cohort
 
     run_dir = run_root / f"{arch}-{profile}-seed{seed}"
     t0 = time.perf_counter()
     history = get_architecture(arch).train(ensure_cohort(profile, 0), profile, run_dir, seed=seed, overwrite=True,
-                                           progress=False)  # fmt: skip
+                                           progress=False, **(overrides or {}))  # fmt: skip
     train_s = time.perf_counter() - t0
     row = measure(run_dir / "best.pt", eval_seed)
     row.update({"seed": seed, "train_minutes": train_s / 60.0, "epochs": history.epochs,
-                "best_epoch": history.best_epoch})  # fmt: skip
+                "best_epoch": history.best_epoch, "overrides": {k: str(v) for k, v in (overrides or {}).items()}})  # fmt: skip
     row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return row
 
@@ -153,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="BEST_PT",
         help="only measure an existing checkpoint (e.g. the one notebook 03 or 04 trained)",
     )
+    ap.add_argument("--set", dest="overrides", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
+                    help="change a training setting of every --arch, e.g. --arch patel --set hu_window=-200,200 "
+                         "(the paper's window)")  # fmt: skip
     ap.add_argument("--worker", nargs=2, metavar=("ARCH", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--run-root", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -164,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown(rows))
         return 0
     if args.worker:
-        row = worker(args.worker[0], int(args.worker[1]), args.profile, args.eval_seed, args.run_root)
+        overrides = dict(args.overrides)
+        row = worker(
+            args.worker[0], int(args.worker[1]), args.profile, args.eval_seed, args.run_root, overrides
+        )
         print("ROW " + json.dumps(row), flush=True)
         return 0
 
@@ -180,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         arch, seed = job
         cmd = [sys.executable, __file__, "--worker", arch, str(seed), "--profile", args.profile,
                "--eval-seed", str(args.eval_seed), "--run-root", str(run_root)]  # fmt: skip
+        cmd += [f"--set={k}={v!r}" for k, v in args.overrides]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         rows = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         if proc.returncode != 0 or not rows:

@@ -49,6 +49,18 @@ def test_learning_benchmark_judges_each_target():
 
 
 @pytest.mark.slow
+def test_learning_benchmark_reads_settings_to_change():
+    bench = load("bench_learning")
+    assert bench.parse_setting("hu_window=-200,200") == ("hu_window", (-200, 200))
+    assert bench.parse_setting("input_size=(148, 148, 44)") == ("input_size", (148, 148, 44))
+    assert bench.parse_setting("optimizer=sgd") == ("optimizer", "sgd")
+    assert bench.parse_setting("lr=2e-3") == ("lr", 0.002)
+    key, value = bench.parse_setting("hu_window=-200,200")
+    assert bench.parse_setting(f"{key}={value!r}") == (key, value)  # what the parent hands its workers
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        bench.parse_setting("hu_window")
+
+
 def test_gpu_full_check_runs_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("HEMOLAB_WORKSPACE", str(tmp_path / "ws"))
     check = load("gpu_full_check")

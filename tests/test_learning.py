@@ -19,11 +19,12 @@ from hemolab.datasets import load_dataset
 from hemolab.errors import HemolabError
 from hemolab.io import array_from_image
 from hemolab.losses import DiceBCELossOnBatch, SoftDiceLoss
-from hemolab.preprocess import cranial_cavity_mask, crop_to_box, head_box
+from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE, cranial_cavity_mask, crop_to_box, head_box
 from hemolab.segment.postprocess import finish_mask, remove_small_components
 from hemolab.training import cnnds_settings, describe_recipe, patel_settings, train_cnnds
 from hemolab.training.data import POOL_SEEDS, make_cnnds_loaders, preprocess_case, synthetic_cases
 from hemolab.training.patches import HARD_NEGATIVE_HU, PatelPatchDataset, load_patel_volume
+from hemolab.training.patel import patel_meta
 from hemolab.training.threshold import CANDIDATES, choose_threshold
 
 
@@ -179,5 +180,25 @@ def test_describe_recipe_names_every_departure_of_a_cpu_profile_and_none_of_full
     )
     assert small.loc["loss", "this profile"] == "dice_bce" and small.loc["loss", "full (paper)"] == "dice"
     patel = describe_recipe(patel_settings("small"), patel_settings("full"))
-    assert {"optimizer", "fg_fraction", "hard_negative_fraction", "tune_threshold"} <= set(patel.index)
+    assert {"hu_window", "optimizer", "fg_fraction", "hard_negative_fraction", "tune_threshold"} <= set(
+        patel.index
+    )
     assert all(patel["why"].str.len() > 20)
+
+
+def test_patel_cpu_window_reaches_the_volumes_the_hard_background_and_the_checkpoint(tiny_cohort):
+    assert patel_settings("full").hu_window == PATEL_HU_RANGE  # the paper's window
+    small = patel_settings("small")
+    assert small.hu_window == CNNDS_HU_RANGE
+    assert patel_meta(small).hu_window == CNNDS_HU_RANGE  # inference scales as training did
+    with pytest.raises(HemolabError, match="hu_window"):
+        small.with_overrides(hu_window=(100, 0))
+    case = load_dataset(tiny_cohort).train[0]
+    hu = array_from_image(case.load_image())
+    vol = load_patel_volume(case, CNNDS_HU_RANGE)
+    np.testing.assert_allclose(vol.image, np.clip(hu, 0.0, 100.0) / 100.0, atol=1e-6)
+    assert vol.hu_window == CNNDS_HU_RANGE
+    hard = np.unravel_index(vol.hard_index, hu.shape)
+    assert vol.hard_index.size and (hu[hard] >= HARD_NEGATIVE_HU).all()  # the same HU, whatever the window
+    paper = load_patel_volume(case)
+    np.testing.assert_array_equal(np.sort(paper.hard_index), np.sort(vol.hard_index))

@@ -15,10 +15,11 @@ Patel et al., *Sci Rep* 9:17858 (2019), Methods, "Training":
 
 Our choices (documented in notebook 04):
 
-* Volumes are used on their own voxel grid (no resampling) and normalised with
-  :func:`hemolab.preprocess.normalise_patel` ([-200, 200] HU -> [0, 1]). Where a patch reaches beyond
-  the scan, it is padded with **0**, the normalised value of air (anything <= -200 HU), so the padding
-  looks like the air around a head. The tiny / small synthetic volumes (64x64x16, 128x128x32) are smaller
+* Volumes are used on their own voxel grid (no resampling) and scaled from the run's HU window to
+  [0, 1] (:func:`hemolab.preprocess.prepare_patel`; the paper's [-200, 200] HU, the CPU profiles'
+  [0, 100] HU, docs/methods.md §5.2). Where a patch reaches beyond the scan, it is padded with **0**, the
+  normalised value of air (anything at or below the window's low end), so the padding looks like the air
+  around a head. The tiny / small synthetic volumes (64x64x16, 128x128x32) are smaller
   than a patch: most of such a patch is this padding.
 * The synthetic cohorts have thick slices (16-66 slices per head), like the paper's PATCH data, so every
   profile uses the paper's **thick-slice variant** (no pooling along z; 124x124x40 in ``full``). The
@@ -141,6 +142,7 @@ class PatelVolume:
         label: haemorrhage mask ``[x, y, z]`` bool.
         cavity: cranial-cavity mask ``[x, y, z]`` bool.
         spacing: voxel size in mm.
+        hu_window: the HU range ``image`` was scaled from (Patel 2019: [-200, 200]).
     """
 
     case_id: str
@@ -148,6 +150,7 @@ class PatelVolume:
     label: np.ndarray
     cavity: np.ndarray
     spacing: tuple[float, float, float]
+    hu_window: tuple[float, float] = PATEL_HU_RANGE
     _fg: np.ndarray | None = field(default=None, repr=False)
     _bg: np.ndarray | None = field(default=None, repr=False)
     _hard: np.ndarray | None = field(default=None, repr=False)
@@ -173,20 +176,28 @@ class PatelVolume:
     def hard_index(self) -> np.ndarray:
         """Flat indices of cavity voxels that are not blood but at least :data:`HARD_NEGATIVE_HU` bright."""
         if self._hard is None:
-            lo, hi = PATEL_HU_RANGE
+            lo, hi = self.hu_window
             level = (HARD_NEGATIVE_HU - lo) / (hi - lo)  # the same HU on the normalised image
             self._hard = np.flatnonzero(self.cavity & ~self.label & (self.image >= level))
         return self._hard
 
 
-def load_patel_volume(case: Case) -> PatelVolume:
-    """Read a :class:`hemolab.datasets.Case`, normalise it and compute its cranial cavity."""
+def load_patel_volume(case: Case, hu_window: Sequence[float] = PATEL_HU_RANGE) -> PatelVolume:
+    """Read a :class:`hemolab.datasets.Case`, normalise it and compute its cranial cavity.
 
+    Args:
+        case: the case.
+        hu_window: the HU range scaled to [0, 1] (:func:`hemolab.preprocess.prepare_patel`; the paper:
+            [-200, 200]; a run's settings and checkpoint carry their own).
+    """
+
+    window = (float(hu_window[0]), float(hu_window[1]))
     image = case.load_image()
     label = array_from_image(case.load_label()) > 0
     cavity = array_from_image(cranial_cavity_mask(image)) > 0
+    spacing = tuple(float(s) for s in image.GetSpacing())
     return PatelVolume(
-        str(case.case_id), prepare_patel(image), label, cavity, tuple(float(s) for s in image.GetSpacing())
+        str(case.case_id), prepare_patel(image, hu_window=window), label, cavity, spacing, window
     )
 
 

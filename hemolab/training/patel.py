@@ -15,7 +15,8 @@ Our choices (documented in notebook 04):
   (:func:`recalibrate_batch_norm`, "precise BN"): with two patches per step the running averages are
   too erratic for evaluation.
 * ``small`` (a CPU budget of minutes, measured in ``benchmarks/bench_learning.py``; docs/methods.md §5.2)
-  also: draws a third of the centres from blood and half of the background centres from hard background
+  also: scales [0, 100] HU to [0, 1] (CNN-DS's window) instead of [-200, 200], so that blood stands out
+  from brain by 0.2-0.3 of the input range instead of 0.05; draws a third of the centres from blood and half of the background centres from hard background
   (:mod:`hemolab.training.patches`), adds synthetic training scans and validation scans up to six, trains
   with Adam in bfloat16, and chooses the probability threshold on the whole validation scans
   (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a prior of far more
@@ -39,7 +40,7 @@ from hemolab.datasets import Dataset, validate_dataset
 from hemolab.errors import HemolabError
 from hemolab.losses import WeightedCELoss
 from hemolab.models.patel import Patel3DCNN, patel_output_size
-from hemolab.preprocess import PATEL_HU_RANGE
+from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
 from hemolab.training.data import with_synthetic_cases
 from hemolab.training.engine import Hook, Trainer, fit
@@ -80,6 +81,7 @@ class PatelSettings(ProfileSettings):
         min_val_cases: synthetic scans are added to the validation split up to this many.
         cpu_bf16: bfloat16 autocast when training on a CPU.
         tune_threshold: choose the threshold on the whole validation scans after training; otherwise 0.5.
+        hu_window: the HU range scaled to [0, 1] (the paper: [-200, 200]).
     """
 
     KIND: ClassVar[str] = "Patel"
@@ -107,6 +109,7 @@ class PatelSettings(ProfileSettings):
     min_val_cases: int = 0
     cpu_bf16: bool = False
     tune_threshold: bool = False
+    hu_window: tuple[float, float] = PATEL_HU_RANGE
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -134,6 +137,13 @@ class PatelSettings(ProfileSettings):
         for key in ("input_size", "inference_input_size"):
             if key in clean:
                 clean[key] = check_triple(clean[key], key)
+        if "hu_window" in clean:
+            lo, hi = (float(v) for v in clean["hu_window"])
+            if not lo < hi:
+                raise HemolabError(
+                    f"hu_window must be (low, high) HU with low < high, got {clean['hu_window']}"
+                )
+            clean["hu_window"] = (lo, hi)
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
@@ -141,6 +151,7 @@ class PatelSettings(ProfileSettings):
 
 #: What the CPU profiles change in the paper's recipe (module docstring; docs/methods.md §5.2).
 _CPU_RECIPE: dict[str, Any] = {
+    "hu_window": CNNDS_HU_RANGE,
     "optimizer": "adam",
     "fg_fraction": 1 / 3,
     "hard_negative_fraction": 0.5,
@@ -153,7 +164,7 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     """The Patel training settings of a profile (``full`` = the paper's PATCH set-up).
 
     ``full``: base 32, thick-slice 124x124x40 -> 36x36x12, SGD 1e-3, 100 epochs x 500 = 50,000 patches.
-    ``small``: base 8, 116x116x36 -> 28x28x8, Adam 1e-3, at most 24 epochs x 32 patches, and the CPU
+    ``small``: base 8, 116x116x36 -> 28x28x8, Adam 1e-3, at most 36 epochs x 32 patches, and the CPU
     recipe of the module docstring (minutes on a CPU).
     ``tiny``: base 4, 108x108x36 -> 20x20x8, the same recipe, 3 epochs x 8 patches (seconds).
 
@@ -171,7 +182,7 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     elif profile == "small":
         s = PatelSettings(
             "small", 8, True, (116, 116, 36), (148, 148, 44), batch_size=2, patches_per_epoch=32,
-            val_patches=16, max_epochs=24, lr=1e-3, stop_patience=8, **_CPU_RECIPE,
+            val_patches=16, max_epochs=36, lr=1e-3, stop_patience=8, **_CPU_RECIPE,
             synthetic_train=26, min_val_cases=6,
         )  # fmt: skip
     else:
@@ -223,7 +234,7 @@ def patel_meta(settings: PatelSettings, **more: Any) -> CheckpointMeta:
     return CheckpointMeta.for_run(
         "patel",
         settings,
-        PATEL_HU_RANGE,
+        settings.hu_window,
         input_size=settings.input_size,
         output_size=settings.output_size,
         inference_input_size=settings.inference_input_size,
@@ -256,7 +267,7 @@ def make_patel_loaders(
         ds.train, ds.validation, settings.profile, settings.synthetic_train, settings.min_val_cases, seed
     )
     load = [
-        load_patel_volume(c)
+        load_patel_volume(c, settings.hu_window)
         for c in tqdm(train_cases + val_cases, desc="reading scans", disable=not progress)
     ]
     train_vols, val_vols = load[: len(train_cases)], load[len(train_cases) :]

@@ -37,8 +37,9 @@ from hemolab.segment.postprocess import finish_mask
 MAX_FALSE_ML = 0.5
 
 #: The thresholds tried: never below the paper's 0.5, which would call a voxel blood where the network itself
-#: finds blood less likely than not.
-CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+#: finds blood less likely than not; up to 0.99 for a network trained on balanced patches, whose probabilities
+#: run high (docs/methods.md §5.2).
+CANDIDATES: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
 
 
 def choose_threshold(
