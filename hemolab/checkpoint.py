@@ -104,6 +104,10 @@ class CheckpointMeta:
         restrict_to_cranial_cavity: keep only predictions inside the cranial cavity (Patel; CNN-DS ``small``).
         crop_head: CNN-DS: crop the scan to the box around the cranial cavity before resampling to
             ``grid_size`` (:func:`hemolab.preprocess.head_box`; the ``small`` profile's choice).
+        voxel_size_range: Patel: the smallest and the largest voxel size (mm, per axis) of the training
+            scans, ``((x, y, z), (x, y, z))``. The network works on a scan's own grid and its filters are
+            learnt in voxels: inference resamples a scan whose voxels lie well outside this range to the
+            nearest size inside it (:func:`hemolab.segment.patel.working_spacing`; ``None``: never).
         settings: the training settings of the run (``ProfileSettings.as_dict``), for the record.
         seed: the run's seed. dataset: the training data's folder.
         best_epoch, best_val_loss, best_val_dice, epochs_run: how training went (filled in by ``fit``).
@@ -124,6 +128,7 @@ class CheckpointMeta:
     min_component_ml: float = 0.0
     restrict_to_cranial_cavity: bool = False
     crop_head: bool = False
+    voxel_size_range: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     dataset: str | None = None
@@ -150,6 +155,20 @@ class CheckpointMeta:
         for name in ("grid_size", "input_size", "output_size", "inference_input_size",
                      "inference_output_size", "tile_stride"):  # fmt: skip
             object.__setattr__(self, name, _size(getattr(self, name), name))
+        if self.voxel_size_range is not None:
+            try:
+                lo, hi = (tuple(float(v) for v in end) for end in self.voxel_size_range)
+            except (TypeError, ValueError) as err:
+                raise HemolabError(
+                    f"checkpoint meta voxel_size_range must be ((x, y, z), (x, y, z)) in mm, got "
+                    f"{self.voxel_size_range!r}"
+                ) from err
+            if len(lo) != 3 or len(hi) != 3 or not all(0.0 < a <= b for a, b in zip(lo, hi, strict=True)):
+                raise HemolabError(
+                    f"checkpoint meta voxel_size_range must be ((x, y, z), (x, y, z)) in mm with 0 < smallest "
+                    f"<= largest, got {self.voxel_size_range!r}"
+                )
+            object.__setattr__(self, "voxel_size_range", (lo, hi))
 
     @classmethod
     def for_run(cls, arch: str, settings: Any, hu_window: Sequence[float], **fields: Any) -> CheckpointMeta:

@@ -190,7 +190,11 @@ def test_train_patel_checkpoint_and_segment_scan(tiny_cohort, tmp_path):
     model, meta = load_checkpoint(tmp_path / "run" / "best.pt", device="cpu")
     assert isinstance(model, Patel3DCNN) and model.thick_slice and model.base_filters == 2
     assert meta.arch == "patel" and meta.output_size == (20, 20, 8) and meta.min_component_ml == 0.1
-    assert meta.hu_window == (-200.0, 200.0) and meta.restrict_to_cranial_cavity and meta.version == 2
+    # the CPU profiles' window (docs/methods.md §5.2); the voxel sizes the network was trained at
+    assert meta.hu_window == (0.0, 100.0) and meta.restrict_to_cranial_cavity and meta.version == 2
+    spacings = np.array([c.load_image().GetSpacing() for c in load_dataset(tiny_cohort).train])
+    lo, hi = (np.array(v) for v in meta.voxel_size_range)
+    assert np.all(lo <= spacings.min(axis=0) + 1e-6) and np.all(hi >= spacings.max(axis=0) - 1e-6)
 
     case = load_dataset(tiny_cohort).test[0]
     image = case.load_image()
@@ -225,6 +229,48 @@ def train_patel_small(root, run_dir):
         patches_per_epoch=2,
         val_patches=2,
     )
+
+
+def test_working_spacing_keeps_training_like_scans_and_clips_the_others():
+    from hemolab.segment.patel import working_spacing
+
+    trained = ((1.7, 1.7, 4.5), (1.9, 1.9, 5.0))
+    assert working_spacing((1.8, 1.8, 4.6), trained) is None  # inside: the scan's own grid
+    assert working_spacing((1.6, 1.9, 5.4), trained) is None  # within 10 %: no interpolation
+    assert working_spacing((0.49, 0.49, 4.0), trained) == (1.7, 1.7, 4.5)  # a fine real scan
+    assert working_spacing((0.49, 0.49, 4.0), None) is None  # a checkpoint that records no range
+
+
+def test_segment_patel_runs_a_fine_scan_at_the_training_voxel_size(monkeypatch):
+    """A scan of much finer voxels goes through the network at the trained size; the result is on its own grid."""
+    import hemolab.segment.patel as seg
+    from hemolab.checkpoint import CheckpointMeta
+    from hemolab.io import image_from_array
+
+    hu = np.full((80, 60, 12), -1000.0, np.float32)  # air around a 'brain' at 30 HU with a 70 HU block
+    hu[4:76, 4:56] = 30.0
+    hu[30:50, 20:40, 4:8] = 70.0
+    image = image_from_array(hu, spacing=(0.5, 0.5, 5.0))
+    seen = []
+
+    def fake_tiled_predict(model, volume, **kw):
+        seen.append(volume.shape)
+        return (volume > 0.5).astype(np.float32)  # "blood" above 50 HU on the [0, 100] window
+
+    monkeypatch.setattr(seg, "tiled_predict", fake_tiled_predict)
+    model = Patel3DCNN(1, 2, base_filters=2, thick_slice=True)
+    meta = CheckpointMeta(
+        arch="patel", model_kwargs={}, profile="tiny", hu_window=(0.0, 100.0), input_size=(108, 108, 36),
+        output_size=(20, 20, 8), voxel_size_range=((2.0, 2.0, 5.0), (2.0, 2.0, 5.0)),
+    )  # fmt: skip
+    everywhere = np.ones(hu.shape, bool)
+    res = seg.segment_patel(image, model, meta, cavity=everywhere)
+    assert seen == [(20, 15, 12)]  # 80 x 0.5 mm / 2 mm = 20 voxels, and so on
+    assert res.mask.GetSize() == image.GetSize() and res.mask.GetSpacing() == image.GetSpacing()
+    assert res.volume_ml == pytest.approx(20 * 20 * 4 * 0.5 * 0.5 * 5.0 / 1000, rel=0.25)  # the bright block
+    native = seg.segment_patel(image, model, meta.replace(voxel_size_range=None), cavity=everywhere)
+    assert seen[-1] == hu.shape  # no range recorded: the scan's own grid, as the paper
+    assert native.volume_ml == pytest.approx(20 * 20 * 4 * 0.5 * 0.5 * 5.0 / 1000)
 
 
 def test_train_patel_and_train_cnnds_share_one_signature():

@@ -3,9 +3,13 @@
 Normalise the scan with the checkpoint's HU window, predict it tile by tile
 (:func:`hemolab.segment.tiling.tiled_predict`), threshold, keep what lies in the cranial cavity, remove
 clusters smaller than 0.1 mL (:func:`hemolab.segment.postprocess.remove_small_components`), measure the
-volume -- all on the scan's own grid. Our choice: the prediction is restricted to the cranial cavity
+volume -- all on the scan's own grid. Our choices: the prediction is restricted to the cranial cavity
 *before* small clusters are removed, so that a cluster cut by the cavity boundary is measured by what is
-left of it inside.
+left of it inside; and a scan whose voxels are far finer or coarser than any training scan's is first
+resampled to the nearest voxel size the network was trained on (:func:`working_spacing`), its probability
+map brought back to the scan's grid by linear interpolation. The network's filters are learnt in voxels: on
+0.5 mm voxels, a network trained on 1.8 mm voxels sees every structure almost four times larger than it
+learnt it, and its receptive field covers a quarter of the anatomy (docs/methods.md §5.3).
 """
 
 from __future__ import annotations
@@ -19,11 +23,40 @@ import SimpleITK as sitk
 import torch
 
 from hemolab.errors import HemolabError
-from hemolab.io import array_from_image
-from hemolab.preprocess import cranial_cavity_mask, prepare_patel
+from hemolab.io import array_from_image, image_from_array
+from hemolab.preprocess import cranial_cavity_mask, prepare_patel, resample_like, resample_to_spacing
 from hemolab.segment.postprocess import finish_mask
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
+
+
+#: A scan is resampled only when a voxel size lies more than this fraction outside the training range.
+VOXEL_SIZE_TOLERANCE = 0.1
+
+
+def working_spacing(
+    spacing: Sequence[float], voxel_size_range: Sequence[Sequence[float]] | None
+) -> tuple[float, float, float] | None:
+    """The voxel size to run the network at, or ``None`` to keep the scan's own grid.
+
+    Each axis is clipped into the training scans' range (``CheckpointMeta.voxel_size_range``), but only when
+    some axis lies more than :data:`VOXEL_SIZE_TOLERANCE` outside it: scans like the training ones are never
+    interpolated.
+
+    Args:
+        spacing: the scan's voxel size ``(x, y, z)`` in mm.
+        voxel_size_range: ``((x, y, z) smallest, (x, y, z) largest)`` or ``None``.
+
+    Returns:
+        The voxel size in mm, or ``None``.
+    """
+    if voxel_size_range is None:
+        return None
+    sp = np.asarray(spacing, dtype=float)
+    lo, hi = (np.asarray(v, dtype=float) for v in voxel_size_range)
+    if np.all(sp >= lo * (1.0 - VOXEL_SIZE_TOLERANCE)) and np.all(sp <= hi * (1.0 + VOXEL_SIZE_TOLERANCE)):
+        return None
+    return tuple(float(v) for v in np.clip(sp, lo, hi))
 
 
 def segment_patel(
@@ -43,7 +76,8 @@ def segment_patel(
     Steps: normalise (the checkpoint's HU window, [-200, 200] in the paper, -> [0, 1]) -> tiled inference
     (:func:`~hemolab.segment.tiling.tiled_predict`) -> threshold -> restrict to the cranial cavity ->
     remove clusters smaller than the checkpoint's ``min_component_ml`` (0.1 mL in the paper) -> volume in
-    mL. Everything happens on the scan's own grid.
+    mL. Everything happens on the scan's own grid, except that a scan with voxels far outside the training
+    scans' sizes is run through the network at the nearest training size (:func:`working_spacing`).
 
     Args:
         image, model, meta, threshold, device: as for :func:`hemolab.architectures.segment_scan`, which
@@ -72,7 +106,9 @@ def segment_patel(
     outs = meta.inference_output_size or meta.output_size or model.output_size(ins)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    x = prepare_patel(image, hu_window=meta.hu_window)  # the same function as training
+    target = working_spacing(image.GetSpacing(), meta.voxel_size_range)
+    grid = image if target is None else resample_to_spacing(image, target, is_label=False)
+    x = prepare_patel(grid, hu_window=meta.hu_window)  # the same function as training
     timings["preprocess"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -82,6 +118,10 @@ def segment_patel(
     )  # fmt: skip
     synchronize(dev)
     timings["network"] = time.perf_counter() - t1
+    if target is not None:  # back onto the scan's own grid, then thresholded (as for CNN-DS)
+        back = resample_like(image_from_array(prob, reference=grid), image, is_label=False, interpolator="linear",
+                             default_value=0.0)  # fmt: skip
+        prob = np.clip(array_from_image(back).astype(np.float32), 0.0, 1.0)
 
     t2 = time.perf_counter()
     cav = None

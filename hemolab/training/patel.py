@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import update_bn
 from tqdm.auto import tqdm
@@ -379,6 +380,9 @@ def train_patel(
         )
         hooks.insert(0, PreciseBatchNorm([calibration[i]["image"] for i in range(len(calibration))]))
     root = getattr(dataset, "root", dataset)
+    # the voxel sizes the filters are learnt at: inference resamples scans far outside them (segment_patel)
+    spacings = np.array([v.spacing for v in train_loader.dataset.volumes], dtype=float)
+    voxel_size_range = (tuple(spacings.min(axis=0).tolist()), tuple(spacings.max(axis=0).tolist()))
     history = fit(
         model,
         optimizer,
@@ -395,7 +399,7 @@ def train_patel(
         overwrite=overwrite,
         progress=progress,
         live_plot=live_plot,
-        meta=patel_meta(settings, dataset=str(root), seed=int(seed)),
+        meta=patel_meta(settings, dataset=str(root), seed=int(seed), voxel_size_range=voxel_size_range),
         hooks=hooks,
         cpu_bf16=settings.cpu_bf16,
     )
