@@ -29,7 +29,6 @@ from hemolab.segment.postprocess import finish_mask
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
 
-
 #: A scan is resampled only when a voxel size lies more than this fraction outside the training range.
 VOXEL_SIZE_TOLERANCE = 0.1
 
