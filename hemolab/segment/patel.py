@@ -9,7 +9,7 @@ left of it inside; and a scan whose voxels are far finer or coarser than any tra
 resampled to the nearest voxel size the network was trained on (:func:`working_spacing`), its probability
 map brought back to the scan's grid by linear interpolation. The network's filters are learnt in voxels: on
 0.5 mm voxels, a network trained on 1.8 mm voxels sees every structure almost four times larger than it
-learnt it, and its receptive field covers a quarter of the anatomy (docs/methods.md §5.3).
+learnt it, and its receptive field spans a quarter of the anatomy along each axis (docs/methods.md §5.3).
 """
 
 from __future__ import annotations
