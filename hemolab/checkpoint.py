@@ -30,6 +30,7 @@ import torch
 
 from hemolab.atomic import atomic_write
 from hemolab.errors import HemolabError, HemolabExistsError, HemolabFileError
+from hemolab.validation import check_spacing, check_window
 
 CHECKPOINT_FORMAT = "hemolab-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -145,28 +146,21 @@ class CheckpointMeta:
             raise HemolabError(
                 f"checkpoint meta threshold must lie strictly between 0 and 1, got {self.threshold}"
             )
-        lo, hi = (float(v) for v in self.hu_window)
-        if not lo < hi:
-            raise HemolabError(
-                f"checkpoint meta hu_window must be (low, high) with low < high, got {self.hu_window}"
-            )
-        object.__setattr__(self, "hu_window", (lo, hi))
+        object.__setattr__(self, "hu_window", check_window(self.hu_window, "checkpoint meta hu_window"))
         object.__setattr__(self, "threshold", float(self.threshold))
         for name in ("grid_size", "input_size", "output_size", "inference_input_size",
                      "inference_output_size", "tile_stride"):  # fmt: skip
             object.__setattr__(self, name, _size(getattr(self, name), name))
         if self.voxel_size_range is not None:
-            try:
-                lo, hi = (tuple(float(v) for v in end) for end in self.voxel_size_range)
-            except (TypeError, ValueError) as err:
+            name = "checkpoint meta voxel_size_range"
+            if len(self.voxel_size_range) != 2:
                 raise HemolabError(
-                    f"checkpoint meta voxel_size_range must be ((x, y, z), (x, y, z)) in mm, got "
-                    f"{self.voxel_size_range!r}"
-                ) from err
-            if len(lo) != 3 or len(hi) != 3 or not all(0.0 < a <= b for a, b in zip(lo, hi, strict=True)):
+                    f"{name} must be ((x, y, z), (x, y, z)) in mm, got {self.voxel_size_range!r}"
+                )
+            lo, hi = (check_spacing(end, name) for end in self.voxel_size_range)
+            if not all(a <= b for a, b in zip(lo, hi, strict=True)):
                 raise HemolabError(
-                    f"checkpoint meta voxel_size_range must be ((x, y, z), (x, y, z)) in mm with 0 < smallest "
-                    f"<= largest, got {self.voxel_size_range!r}"
+                    f"{name} must list the smallest voxel size first, got {self.voxel_size_range!r}"
                 )
             object.__setattr__(self, "voxel_size_range", (lo, hi))
 

@@ -125,6 +125,17 @@ def check_spacing(spacing: Sequence[float], name: str = "spacing") -> tuple[floa
     return sp  # type: ignore[return-value]
 
 
+def check_window(window: Sequence[float], name: str = "hu_window") -> tuple[float, float]:
+    """Check an HU window ``(low, high)``: two numbers with ``low < high``; returned as floats."""
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError) as exc:
+        raise HemolabError(f"{name} must be (low, high) HU with low < high, got {window!r}") from exc
+    if not lo < hi:
+        raise HemolabError(f"{name} must be (low, high) HU with low < high, got {window!r}")
+    return lo, hi
+
+
 def check_triple(size, name: str = "size") -> tuple[int, int, int]:
     """A size given as one whole number (the same on every axis) or three ``(x, y, z)``, as three ints.
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hemolab.errors import HemolabError
-from hemolab.io import array_from_image, image_from_array
+from hemolab.io import image_from_array
 from hemolab.models.inference import predict
 from hemolab.preprocess import (
     cranial_cavity_mask,
@@ -40,9 +40,8 @@ from hemolab.preprocess import (
     grid_for_size,
     head_box,
     prepare_cnnds,
-    resample_like,
 )
-from hemolab.segment.postprocess import finish_mask
+from hemolab.segment.postprocess import as_mask_array, finish_mask, probability_on_scan
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 
 
@@ -79,7 +78,7 @@ def segment_cnnds(
     if cavity is None and (meta.crop_head or meta.restrict_to_cranial_cavity):
         cavity = cranial_cavity_mask(image)
     if cavity is not None:
-        cavity = (array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)) > 0
+        cavity = as_mask_array(cavity)
     region = crop_to_box(image, head_box(image, cavity=cavity)) if meta.crop_head else image
     arr = prepare_cnnds(region, meta.grid_size, hu_window=meta.hu_window)
     grid_spacing, grid_origin = grid_for_size(region, meta.grid_size)  # the grid prepare_cnnds resampled to
@@ -96,8 +95,7 @@ def segment_cnnds(
         prob.astype(np.float32), spacing=grid_spacing, origin=grid_origin, direction=image.GetDirection()
     )
     # linear interpolation of the probability, then the threshold: see the module docstring
-    prob_img = resample_like(prob_grid, image, is_label=False, interpolator="linear", default_value=0.0)
-    prob_arr = np.clip(array_from_image(prob_img).astype(np.float32), 0.0, 1.0)
+    prob_arr = probability_on_scan(prob_grid, image)
     keep = cavity if meta.restrict_to_cranial_cavity else None
     mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml)
     timings["postprocess"] = time.perf_counter() - t2

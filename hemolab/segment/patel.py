@@ -23,9 +23,9 @@ import SimpleITK as sitk
 import torch
 
 from hemolab.errors import HemolabError
-from hemolab.io import array_from_image, image_from_array
-from hemolab.preprocess import cranial_cavity_mask, prepare_patel, resample_like, resample_to_spacing
-from hemolab.segment.postprocess import finish_mask
+from hemolab.io import image_from_array
+from hemolab.preprocess import cranial_cavity_mask, prepare_patel, resample_to_spacing
+from hemolab.segment.postprocess import as_mask_array, finish_mask, probability_on_scan
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
 
@@ -118,16 +118,14 @@ def segment_patel(
     synchronize(dev)
     timings["network"] = time.perf_counter() - t1
     if target is not None:  # back onto the scan's own grid, then thresholded (as for CNN-DS)
-        back = resample_like(image_from_array(prob, reference=grid), image, is_label=False, interpolator="linear",
-                             default_value=0.0)  # fmt: skip
-        prob = np.clip(array_from_image(back).astype(np.float32), 0.0, 1.0)
+        prob = probability_on_scan(image_from_array(prob, reference=grid), image)
 
     t2 = time.perf_counter()
     cav = None
     if meta.restrict_to_cranial_cavity:
         if cavity is None:
             cavity = cranial_cavity_mask(image)
-        cav = (array_from_image(cavity) if isinstance(cavity, sitk.Image) else np.asarray(cavity)) > 0
+        cav = as_mask_array(cavity)
     timings["cavity"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     mask = finish_mask(prob, thr, image.GetSpacing(), cavity=cav, min_component_ml=meta.min_component_ml)

@@ -13,11 +13,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from hemolab import metrics
 from hemolab.errors import HemolabError
+from hemolab.io import array_from_image
+from hemolab.preprocess import resample_like
 from hemolab.validation import check_mask, check_spacing
+
+
+def as_mask_array(mask: np.ndarray | sitk.Image) -> np.ndarray:
+    """A mask given as an ``[x, y, z]`` array or a SimpleITK image, as a bool array (e.g. a precomputed cavity)."""
+    return (array_from_image(mask) if isinstance(mask, sitk.Image) else np.asarray(mask)) > 0
+
+
+def probability_on_scan(probability: sitk.Image, image: sitk.Image) -> np.ndarray:
+    """A probability map computed on another grid, brought onto ``image``'s grid: ``[x, y, z]`` float32 in [0, 1].
+
+    Linear interpolation of the probability (outside its grid: 0), so that the threshold is applied on the
+    scan's own grid afterwards (CNN-DS's whole-head grid; a Patel scan run at its training voxel size).
+    """
+    back = resample_like(probability, image, is_label=False, interpolator="linear", default_value=0.0)
+    return np.clip(array_from_image(back).astype(np.float32), 0.0, 1.0)
 
 
 def _structure(connectivity: int) -> np.ndarray:

@@ -16,7 +16,8 @@ Our choices (documented in notebook 04):
   too erratic for evaluation.
 * ``small`` (a CPU budget of minutes, measured in ``benchmarks/bench_learning.py``; docs/methods.md §5.2)
   also: scales [0, 100] HU to [0, 1] (CNN-DS's window) instead of [-200, 200], so that blood stands out
-  from brain by 0.2-0.3 of the input range instead of 0.05; draws a third of the centres from blood and half of the background centres from hard background
+  from brain by 0.2-0.3 of the input range instead of 0.05; draws a third of the centres from blood and
+  half of the background centres from hard background
   (:mod:`hemolab.training.patches`), adds synthetic training scans and validation scans up to six, trains
   with Adam in bfloat16, and chooses the probability threshold on the whole validation scans
   (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a prior of far more
@@ -48,7 +49,7 @@ from hemolab.training.engine import Hook, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
 from hemolab.training.threshold import tune_threshold
-from hemolab.validation import check_triple
+from hemolab.validation import check_triple, check_window
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,7 @@ class PatelSettings(ProfileSettings):
             if key in clean:
                 clean[key] = check_triple(clean[key], key)
         if "hu_window" in clean:
-            lo, hi = (float(v) for v in clean["hu_window"])
-            if not lo < hi:
-                raise HemolabError(
-                    f"hu_window must be (low, high) HU with low < high, got {clean['hu_window']}"
-                )
-            clean["hu_window"] = (lo, hi)
+            clean["hu_window"] = check_window(clean["hu_window"])
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
