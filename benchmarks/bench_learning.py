@@ -76,8 +76,10 @@ def worker(
                                            progress=False, **(overrides or {}))  # fmt: skip
     train_s = time.perf_counter() - t0
     row = measure(run_dir / "best.pt", eval_seed)
+    # best_epoch stays the checkpoint's own: the epoch kept, which a whole-scan choice may have changed
     row.update({"seed": seed, "train_minutes": train_s / 60.0, "epochs": history.epochs,
-                "best_epoch": history.best_epoch, "overrides": {k: str(v) for k, v in (overrides or {}).items()}})  # fmt: skip
+                "best_loss_epoch": history.best_epoch,
+                "overrides": {k: str(v) for k, v in (overrides or {}).items()}})  # fmt: skip
     row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return row
 
@@ -137,7 +139,7 @@ def verdict(row: dict) -> dict[str, bool]:
 
 def markdown(rows: list[dict]) -> str:
     head = ("| network | seed | Dice ≥ 5 mL | Dice all bleeds | blood-free median mL | real scan mL | "
-            "train min | peak MB | threshold | epochs (best) |")  # fmt: skip
+            "train min | peak MB | threshold | epochs (kept) |")  # fmt: skip
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ok = verdict(r)

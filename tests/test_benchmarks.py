@@ -71,3 +71,12 @@ def test_gpu_full_check_runs_on_the_cpu(tmp_path, monkeypatch):
     (net,) = report["networks"]
     assert net["arch"] == "cnnds" and net["epochs"] >= 1
     assert {"loss_falls", "seconds_per_epoch", "inference_seconds[real GE head CT]"} <= set(net)
+
+
+def test_patel_tile_benchmark_gives_the_same_probabilities_at_every_size(capsys):
+    bench = load("bench_patel_tiles")
+    assert bench.main(["--repeats", "1", "--shape", "72", "72", "20"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [tuple(r["input_size"]) for r in rows] == list(bench.SIZES)
+    assert rows[0]["tiles"] > rows[1]["tiles"] == 1  # the larger tile takes this volume whole
+    assert all(r["max_abs_difference"] < 1e-5 for r in rows)  # valid convolutions: the tile size is free

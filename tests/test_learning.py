@@ -202,3 +202,79 @@ def test_patel_cpu_window_reaches_the_volumes_the_hard_background_and_the_checkp
     assert vol.hard_index.size and (hu[hard] >= HARD_NEGATIVE_HU).all()  # the same HU, whatever the window
     paper = load_patel_volume(case)
     np.testing.assert_array_equal(np.sort(paper.hard_index), np.sort(vol.hard_index))
+
+
+class _Scan:
+    """An in-memory validation case: a 20 x 20 x 6 head of 30 HU, blood (if any) in a 4 x 4 x 2 block."""
+
+    def __init__(self, bleed: bool, x0: float):
+        arr = np.full((6, 20, 20), 30.0, dtype=np.float32)  # (z, y, x)
+        lab = np.zeros(arr.shape, dtype=np.uint8)
+        if bleed:
+            lab[2:4, 8:12, 8:12] = 1
+        self.image, self.label = sitk.GetImageFromArray(arr), sitk.GetImageFromArray(lab)
+        for im in (self.image, self.label):
+            im.SetSpacing((2.0, 2.0, 5.0))
+            im.SetOrigin((x0, 0.0, 0.0))
+
+    def load_image(self):
+        return self.image
+
+    def load_label(self):
+        return self.label
+
+
+class _Which(torch.nn.Module):
+    """A stand-in network whose one weight says which checkpoint it came from."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+
+def _fake_segment(labels):
+    """segment(): checkpoint w=1 finds the blood at p 0.9; w=0 also calls a 4-voxel blob blood at p 0.95."""
+    from types import SimpleNamespace
+
+    def segment(image, model, meta, cavity=None):
+        ref = labels[image.GetOrigin()[0]]
+        prob = 0.9 * ref.astype(np.float32)
+        if float(model.w.detach()) == 0.0:
+            prob[0:2, 0:2, 0] = 0.95  # a false alarm on every scan that no threshold removes
+        return SimpleNamespace(probability_array=lambda: prob)
+
+    return segment
+
+
+def test_tune_threshold_chooses_the_snapshot_whose_whole_scan_masks_are_best(tmp_path):
+    from hemolab.checkpoint import read_checkpoint, save_checkpoint
+    from hemolab.training.threshold import tune_threshold
+
+    scans = [_Scan(True, 0.0), _Scan(True, 100.0), _Scan(False, 200.0)]
+    labels = {s.image.GetOrigin()[0]: array_from_image(s.label) > 0 for s in scans}
+    meta = patel_meta(patel_settings("tiny")).replace(restrict_to_cranial_cavity=False, min_component_ml=0.0)
+    model = _Which()
+    save_checkpoint(tmp_path / "best.pt", model, meta.replace(best_epoch=3))  # w = 0: the false alarm
+    with torch.no_grad():
+        model.w.fill_(1.0)
+    save_checkpoint(tmp_path / "epoch-004.pt", model, meta.replace(best_epoch=4))  # w = 1: clean
+    threshold = tune_threshold(_Which(), tmp_path / "best.pt", scans, _fake_segment(labels),
+                               snapshots=[tmp_path / "epoch-004.pt"])  # fmt: skip
+    payload = read_checkpoint(tmp_path / "best.pt")
+    assert float(payload["model_state"]["w"]) == 1.0  # the clean snapshot was copied into best.pt
+    assert payload["meta"]["best_epoch"] == 4 and payload["meta"]["threshold"] == threshold == 0.5
+    # without snapshots best.pt stays and only its threshold is chosen: the blob survives every threshold,
+    # so the one with the fewest false mL, nearest 0.5
+    save_checkpoint(tmp_path / "b0.pt", _Which(), meta.replace(best_epoch=3))
+    assert tune_threshold(_Which(), tmp_path / "b0.pt", scans, _fake_segment(labels)) == 0.5
+    assert float(read_checkpoint(tmp_path / "b0.pt")["model_state"]["w"]) == 0.0
+
+
+def test_patel_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_paper():
+    small, full = patel_settings("small"), patel_settings("full")
+    assert small.snapshot_epochs == [24, 30, 36] and small.lr_decay == "cosine"
+    assert small.stop_patience >= small.max_epochs  # the cosine schedule runs to its end
+    assert full.snapshot_epochs == [] and full.lr_decay == "constant"
+    assert patel_settings("small", tune_threshold=False).snapshot_epochs == []  # nothing would choose
+    # a whole scan of the small cohort (128 x 128 x 32) in one tile
+    assert all(o >= n for o, n in zip(small.inference_output_size, (128, 128, 32), strict=True))

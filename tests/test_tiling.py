@@ -216,6 +216,22 @@ def test_train_patel_checkpoint_and_segment_scan(tiny_cohort, tmp_path):
         segment_patel(array_from_image(image), model, meta)
 
 
+@pytest.mark.slow
+def test_tiny_patel_run_keeps_a_snapshot_and_chooses_the_epoch_on_whole_scans(tiny_cohort, tmp_path):
+    from hemolab.architectures import load_checkpoint
+    from hemolab.training import train_patel
+    from hemolab.training.engine import Snapshots
+    from hemolab.training.threshold import CANDIDATES
+
+    history = train_patel(tiny_cohort, "tiny", tmp_path / "run", max_epochs=2, progress=False, base_filters=2,
+                          patches_per_epoch=2, val_patches=2)  # fmt: skip
+    # tiny keeps every 2nd epoch of the second half
+    assert [p.name for p in Snapshots.paths(tmp_path / "run")] == ["epoch-002.pt"]
+    _, meta = load_checkpoint(tmp_path / "run" / "best.pt", device="cpu")
+    assert meta.best_epoch in (history.best_epoch, 2) and meta.threshold in CANDIDATES
+    assert [r["lr"] for r in history.rows] == pytest.approx([1e-3, 5e-4])  # the CPU recipe's cosine
+
+
 def train_patel_small(root, run_dir):
     from hemolab.training import train_patel
 

@@ -111,6 +111,37 @@ def test_no_early_stop_while_improving(tmp_path):
     assert history.lr_reductions == []
 
 
+def test_constant_and_cosine_lr_decay(tmp_path):
+    # never improves: "plateau" would halve the rate; "constant" keeps it, "cosine" anneals it to ~0
+    loss = ConstantLoss([1.0] + [2.0] * 100)
+    const = _fit(
+        TinyNet(), loss, one_case(), tmp_path / "c", max_epochs=6, lr_patience=1, lr_decay="constant"
+    )
+    assert const.lr == [pytest.approx(1e-2)] * 6 and const.lr_reductions == []
+    cos = _fit(TinyNet(), ConstantLoss([1.0]), one_case(), tmp_path / "k", max_epochs=4, lr_decay="cosine")
+    expected = [1e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert cos.lr == pytest.approx(expected) and cos.lr_reductions == []
+
+
+def test_cosine_decay_resumes_where_it_stopped(tmp_path):
+    def interrupt(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "r", max_epochs=5, lr_decay="cosine",
+             callbacks=[interrupt])  # fmt: skip
+    with pytest.raises(HemolabError, match="lr_decay='cosine', not 'plateau'"):
+        _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "r", max_epochs=5)  # another schedule
+    resumed = _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "r", max_epochs=5, lr_decay="cosine")
+    assert resumed.lr == pytest.approx([1e-2 * (1 + math.cos(math.pi * e / 5)) / 2 for e in range(5)])
+
+
+def test_unknown_lr_decay_is_refused(tmp_path):
+    with pytest.raises(HemolabError, match="lr_decay must be one of plateau, constant, cosine"):
+        _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "x", lr_decay="step")
+
+
 def test_resume_continues_history(tmp_path):
     run = tmp_path / "run"
 
@@ -351,3 +382,18 @@ def test_monitor_val_dice_keeps_the_epoch_with_the_best_dice(tmp_path):
     assert history.best_epoch == 1 + dices.index(max(dices))
     with pytest.raises(HemolabError, match="monitor"):
         _fit(TinyNet(), soft_dice_loss, one_case(), tmp_path / "bad", max_epochs=1, monitor="accuracy")
+
+
+def test_snapshots_keep_chosen_epochs_and_a_fresh_run_removes_them(tmp_path):
+    from hemolab.training.engine import Snapshots
+
+    run = tmp_path / "run"
+    loss = ConstantLoss([3.0, 2.0, 1.0, 4.0])
+    _fit(TinyNet(), loss, one_case(), run, max_epochs=4, hooks=[Snapshots([2, 4])])
+    paths = Snapshots.paths(run)
+    assert [p.name for p in paths] == ["epoch-002.pt", "epoch-004.pt"]
+    metas = [read_checkpoint(p)["meta"] for p in paths]
+    assert [m["best_epoch"] for m in metas] == [2, 4]  # each names its own epoch and its values
+    assert [m["best_val_loss"] for m in metas] == [pytest.approx(2.0), pytest.approx(4.0)]
+    _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=1, overwrite=True)
+    assert Snapshots.paths(run) == []  # stale snapshots of the old run are gone

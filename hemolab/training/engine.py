@@ -60,6 +60,9 @@ from hemolab.training.live_plot import LivePlot
 LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
+#: How the learning rate changes over a run: halved on a plateau (Arab 2020), kept constant (Patel 2019),
+#: or annealed along a half cosine to zero at ``max_epochs`` (a CPU profile's choice, docs/methods.md §5.2).
+LR_DECAYS: tuple[str, ...] = ("plateau", "constant", "cosine")
 
 
 class StopTraining(Exception):
@@ -137,6 +140,42 @@ class Hook:
         """Called after each epoch's checkpoints and history are written."""
 
 
+class Snapshots(Hook):
+    """Keep the weights of chosen epochs as checkpoints ``run_dir/snapshots/epoch-NNN.pt``.
+
+    Each snapshot's meta names its own epoch as ``best_epoch`` (with that epoch's validation values), so
+    it can be evaluated and, if chosen, used like ``best.pt`` (:func:`hemolab.training.threshold.tune_threshold`).
+
+    Args:
+        epochs: the epochs to keep.
+    """
+
+    def __init__(self, epochs: Iterable[int]):
+        self.epochs = {int(e) for e in epochs}
+
+    @staticmethod
+    def folder(run_dir: str | os.PathLike) -> Path:
+        """Where a run's snapshots go."""
+        return Path(run_dir) / "snapshots"
+
+    @classmethod
+    def paths(cls, run_dir: str | os.PathLike) -> list[Path]:
+        """The snapshots a run holds, in epoch order."""
+        return sorted(cls.folder(run_dir).glob("epoch-*.pt"))
+
+    def after_epoch(self, trainer: Trainer, epoch: int) -> None:
+        if epoch not in self.epochs:
+            return
+        row = trainer.history.rows[-1]
+        meta = trainer._meta(epoch)
+        values = {"best_epoch": epoch, "best_val_loss": finite_or_none(row["val_loss"]),
+                  "best_val_dice": finite_or_none(row["val_dice"])}  # fmt: skip
+        meta = meta.replace(**values) if isinstance(meta, CheckpointMeta) else {**meta, **values}
+        save_checkpoint(
+            self.folder(trainer.run_dir) / f"epoch-{epoch:03d}.pt", trainer.model, meta, overwrite=True
+        )
+
+
 class _CallbackHook(Hook):
     def __init__(self, fn: Callable[[int, History], None]):
         self.fn = fn
@@ -147,12 +186,14 @@ class _CallbackHook(Hook):
 
 @dataclass(frozen=True)
 class Schedule:
-    """The learning-rate halving and early stopping of Arab 2020 ("Training").
+    """The learning-rate schedule and early stopping (Arab 2020, "Training": halving on a plateau).
 
     Attributes:
         max_epochs: the epoch limit. lr_patience: epochs without improvement before the learning rate
         is multiplied by ``lr_factor``. stop_patience: epochs without improvement before stopping.
         monitor: ``"val_loss"`` (the paper) or ``"val_dice"``.
+        lr_decay: ``"plateau"`` (Arab 2020: ``lr_patience`` / ``lr_factor`` apply), ``"constant"``
+            (Patel 2019) or ``"cosine"`` (from the optimiser's rate down to zero at ``max_epochs``).
     """
 
     max_epochs: int
@@ -160,6 +201,7 @@ class Schedule:
     lr_factor: float = 0.5
     stop_patience: int = 50
     monitor: str = "val_loss"
+    lr_decay: str = "plateau"
 
     def __post_init__(self) -> None:
         if int(self.max_epochs) < 1:
@@ -171,6 +213,8 @@ class Schedule:
             )
         if self.monitor not in MONITORS:
             raise HemolabError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
 
     @property
     def scheduler_patience(self) -> int:
@@ -183,6 +227,21 @@ class Schedule:
     def mode(self) -> str:
         """``"min"`` for a loss, ``"max"`` for a Dice."""
         return "min" if self.monitor == "val_loss" else "max"
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule):
+    """The :mod:`torch.optim.lr_scheduler` object of ``schedule.lr_decay``."""
+    if schedule.lr_decay == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=schedule.mode,
+            factor=schedule.lr_factor,
+            patience=schedule.scheduler_patience,
+            threshold=0.0,
+        )  # threshold 0: "improved" means strictly better, the same test as early stopping
+    if schedule.lr_decay == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.max_epochs, eta_min=0.0)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 class Trainer:
@@ -229,13 +288,7 @@ class Trainer:
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last_3d)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode=schedule.mode,
-            factor=schedule.lr_factor,
-            patience=schedule.scheduler_patience,
-            threshold=0.0,
-        )  # threshold 0: "improved" means strictly better, the same test as early stopping
+        self.scheduler = _make_scheduler(optimizer, schedule)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
     # ------------------------------------------------------------------------------------- start
@@ -257,7 +310,7 @@ class Trainer:
             self._load_last()
             return True
         seed_everything(seed)
-        for stale in (self.best_path, self.last_path, self.csv_path):
+        for stale in (self.best_path, self.last_path, self.csv_path, *Snapshots.paths(self.run_dir)):
             if stale.exists():
                 stale.unlink()
         return False
@@ -272,13 +325,19 @@ class Trainer:
                 "pass overwrite=True to start again or choose another run_dir"
             ) from exc
         self.model.to(self.device)
+        started = state.get("lr_decay", "plateau")  # runs saved before lr_decay existed halved on plateaus
+        if started != self.schedule.lr_decay:
+            raise HemolabError(
+                f"{self.last_path} is a run with lr_decay={started!r}, not {self.schedule.lr_decay!r} (cannot "
+                "resume it with another schedule): pass overwrite=True to start again or choose another run_dir"
+            )
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
-        # the settings given now apply
-        self.scheduler.patience, self.scheduler.factor = (
-            self.schedule.scheduler_patience,
-            self.schedule.lr_factor,
-        )
+        if self.schedule.lr_decay == "plateau":  # the settings given now apply
+            self.scheduler.patience, self.scheduler.factor = (
+                self.schedule.scheduler_patience,
+                self.schedule.lr_factor,
+            )
         if state.get("scaler_state"):
             self.scaler.load_state_dict(state["scaler_state"])
         self.history = History.from_state_dict(state["history"], run_dir=self.run_dir)
@@ -344,9 +403,12 @@ class Trainer:
         """Schedule, history, best epoch and checkpoints after an epoch; whether early stopping says stop."""
         h = self.history
         lr_used = float(self.optimizer.param_groups[0]["lr"])
-        self.scheduler.step(val_loss if self.schedule.monitor == "val_loss" else val_dice)
-        if float(self.optimizer.param_groups[0]["lr"]) < lr_used:
-            h.lr_reductions.append(epoch)
+        if self.schedule.lr_decay == "plateau":
+            self.scheduler.step(val_loss if self.schedule.monitor == "val_loss" else val_dice)
+            if float(self.optimizer.param_groups[0]["lr"]) < lr_used:
+                h.lr_reductions.append(epoch)
+        else:
+            self.scheduler.step()
         h.rows.append(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
              "lr": lr_used, "seconds": seconds}
@@ -386,6 +448,7 @@ class Trainer:
                 "meta": meta.to_dict() if isinstance(meta, CheckpointMeta) else to_primitive(meta, "meta"),
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": to_primitive(self.scheduler.state_dict(), "scheduler_state"),
+                "lr_decay": self.schedule.lr_decay,
                 "scaler_state": self.scaler.state_dict() if self.amp else None,
                 "history": self.history.state_dict(),
                 "since_best": self.since_best,
@@ -457,6 +520,7 @@ def fit(
     lr_factor: float = 0.5,
     stop_patience: int = 50,
     monitor: str = "val_loss",
+    lr_decay: str = "plateau",
     device=None,
     amp: bool | None = None,
     cpu_bf16: bool = False,
@@ -494,6 +558,8 @@ def fit(
         lr_factor: the factor it is multiplied by (paper: 0.5).
         stop_patience: epochs without improvement before stopping (paper: 50).
         monitor: ``"val_loss"`` (the paper) or ``"val_dice"`` (the validation metric, higher is better).
+        lr_decay: ``"plateau"`` (the paper: ``lr_patience``, ``lr_factor``), ``"constant"`` or
+            ``"cosine"`` (annealed to zero at ``max_epochs``); see :class:`Schedule`.
         device: ``None`` = CUDA if available, else CPU.
         amp: mixed precision; ``None`` = on for CUDA, off on the CPU.
         cpu_bf16: bfloat16 autocast when training on a CPU (about 2.5x faster per step where the CPU
@@ -517,7 +583,7 @@ def fit(
         HemolabExistsError: if ``run_dir`` holds checkpoints and neither ``resume`` nor ``overwrite``.
         HemolabError: for bad settings or a loss that is not finite.
     """
-    schedule = Schedule(int(max_epochs), lr_patience, lr_factor, stop_patience, monitor)
+    schedule = Schedule(int(max_epochs), lr_patience, lr_factor, stop_patience, monitor, lr_decay)
     device = get_device(device) if not isinstance(device, torch.device) else device
     amp = (device.type == "cuda") if amp is None else bool(amp)
     trainer = Trainer(

@@ -7,10 +7,9 @@ momentum 0.9 at 1e-3, 50,000 training patches, through the shared loop :func:`he
 
 Our choices (documented in notebook 04):
 
-* The paper's schedule has no learning-rate decay, so the engine's plateau reduction is switched off
-  (``lr_patience`` larger than the epoch limit) and training stops when the validation loss has not
-  improved for ``stop_patience`` epochs ("training was suspended once optimal performance on the
-  validation data was reached").
+* The paper's schedule has no learning-rate decay (``lr_decay="constant"``) and training stops when the
+  validation loss has not improved for ``stop_patience`` epochs ("training was suspended once optimal
+  performance on the validation data was reached").
 * Batch-norm statistics are recomputed after every epoch over a fixed set of training patches
   (:func:`recalibrate_batch_norm`, "precise BN"): with two patches per step the running averages are
   too erratic for evaluation.
@@ -18,10 +17,12 @@ Our choices (documented in notebook 04):
   also: scales [0, 100] HU to [0, 1] (CNN-DS's window) instead of [-200, 200], so that blood stands out
   from brain by 0.2-0.3 of the input range instead of 0.05; draws a third of the centres from blood and
   half of the background centres from hard background
-  (:mod:`hemolab.training.patches`), adds synthetic training scans and validation scans up to six, trains
-  with Adam in bfloat16, and chooses the probability threshold on the whole validation scans
-  (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a prior of far more
-  blood than a whole scan holds, and 0.5 is not where its masks are best.
+  (:mod:`hemolab.training.patches`), adds synthetic training scans and validation scans up to eight, trains
+  with Adam in bfloat16 and a learning rate annealed along a half cosine, and chooses the probability
+  threshold -- and the epoch, among the best-loss epoch and every sixth of the second half -- on the whole
+  validation scans (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a
+  prior of far more blood than a whole scan holds, so 0.5 is not where its masks are best, and the loss on
+  a few validation patches does not rank epochs as the masks of whole scans do.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
 from hemolab.training.data import with_synthetic_cases
-from hemolab.training.engine import Hook, Trainer, fit
+from hemolab.training.engine import Hook, Snapshots, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
 from hemolab.training.threshold import tune_threshold
@@ -84,6 +85,11 @@ class PatelSettings(ProfileSettings):
         cpu_bf16: bfloat16 autocast when training on a CPU.
         tune_threshold: choose the threshold on the whole validation scans after training; otherwise 0.5.
         hu_window: the HU range scaled to [0, 1] (the paper: [-200, 200]).
+        lr_decay: ``"constant"`` (the paper) or ``"cosine"`` (annealed to zero at ``max_epochs``;
+            :class:`hemolab.training.engine.Schedule`).
+        snapshot_every: with ``tune_threshold``, the weights of every ``snapshot_every``-th epoch of the
+            second half of the run are kept too, and the epoch is chosen with the threshold on the whole
+            validation scans (:func:`hemolab.training.threshold.tune_threshold`); 0: by the validation loss.
     """
 
     KIND: ClassVar[str] = "Patel"
@@ -112,6 +118,19 @@ class PatelSettings(ProfileSettings):
     cpu_bf16: bool = False
     tune_threshold: bool = False
     hu_window: tuple[float, float] = PATEL_HU_RANGE
+    lr_decay: str = "constant"
+    snapshot_every: int = 0
+
+    @property
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose weights are kept as candidates (every ``snapshot_every``-th of the second half)."""
+        if self.snapshot_every <= 0 or not self.tune_threshold:
+            return []
+        return [
+            e
+            for e in range(1, self.max_epochs + 1)
+            if e > self.max_epochs / 2 and e % self.snapshot_every == 0
+        ]
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -154,6 +173,7 @@ _CPU_RECIPE: dict[str, Any] = {
     "hard_negative_fraction": 0.5,
     "cpu_bf16": True,
     "tune_threshold": True,
+    "lr_decay": "cosine",
 }
 
 
@@ -178,15 +198,15 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
         )  # fmt: skip
     elif profile == "small":
         s = PatelSettings(
-            "small", 8, True, (116, 116, 36), (148, 148, 44), batch_size=2, patches_per_epoch=32,
-            val_patches=16, max_epochs=36, lr=1e-3, stop_patience=8, **_CPU_RECIPE,
-            synthetic_train=26, min_val_cases=6,
+            "small", 8, True, (116, 116, 36), (220, 220, 60), batch_size=2, patches_per_epoch=32,
+            val_patches=16, max_epochs=36, lr=1e-3, stop_patience=36, **_CPU_RECIPE,
+            synthetic_train=26, min_val_cases=8, snapshot_every=6,
         )  # fmt: skip
     else:
         s = PatelSettings(
             "tiny", 4, True, (108, 108, 36), (124, 124, 44), batch_size=2, patches_per_epoch=8,
             val_patches=2, max_epochs=3, lr=1e-3, stop_patience=4, augment=True, **_CPU_RECIPE,
-            synthetic_train=1, min_val_cases=2, bn_calibration_patches=4,
+            synthetic_train=1, min_val_cases=2, bn_calibration_patches=4, snapshot_every=2,
         )  # fmt: skip
     return s.with_overrides(**overrides)
 
@@ -365,6 +385,8 @@ def train_patel(
     else:
         raise HemolabError(f"optimizer must be 'sgd' (the paper) or 'adam', got {settings.optimizer!r}")
     hooks = list(hooks)
+    if settings.snapshot_epochs:
+        hooks.append(Snapshots(settings.snapshot_epochs))
     if settings.bn_calibration_patches > 0:
         calibration = PatelPatchDataset(
             train_loader.dataset.volumes,
@@ -387,7 +409,7 @@ def train_patel(
         val_loader,
         max_epochs=settings.max_epochs,
         run_dir=run_dir,
-        lr_patience=settings.max_epochs + 1,  # the paper keeps the learning rate constant
+        lr_decay=settings.lr_decay,
         stop_patience=settings.stop_patience,
         device=device,
         seed=seed,
@@ -400,5 +422,8 @@ def train_patel(
         cpu_bf16=settings.cpu_bf16,
     )
     if settings.tune_threshold and val_loader is not None:
-        tune_threshold(model, history.run_dir / "best.pt", val_loader.dataset.cases, segment_patel)
+        tune_threshold(
+            model, history.run_dir / "best.pt", val_loader.dataset.cases, segment_patel,
+            snapshots=Snapshots.paths(history.run_dir) if settings.snapshot_epochs else (),
+        )  # fmt: skip
     return history

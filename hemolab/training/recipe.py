@@ -36,6 +36,10 @@ WHY: dict[str, str] = {
     "hard_negative_fraction": "background patches centred on bright non-blood voxels (>= 40 HU), the ones a "
     "network calls blood by mistake",
     "lr": "the learning rate that fits the shorter schedule",
+    "lr_decay": "the learning rate falls along a half cosine to zero by the last epoch: the late epochs refine "
+    "instead of jumping around at a constant rate, whose epoch-to-epoch noise a short run cannot average out",
+    "snapshot_every": "the epoch is chosen with the threshold, by the masks of the whole validation scans: the loss "
+    "on a few validation patches ranked epochs unlike the whole-scan Dice and kept an early, poor one",
     "augment": "left-right mirroring is off: a few epochs cannot profit from it",
 }
 

@@ -95,44 +95,77 @@ def tune_threshold(
     cases: Iterable[Any],
     segment: Callable[..., SegmentationResult],
     candidates: Sequence[float] = CANDIDATES,
+    snapshots: Sequence[str | os.PathLike] = (),
 ) -> float:
-    """Load the best weights, choose the threshold on whole validation scans, store it in ``best.pt``.
+    """Choose the threshold (and, given snapshots, the epoch) on whole validation scans; store it in ``best.pt``.
 
-    Each scan is segmented once by the architecture's own inference pipeline (``segment``, e.g.
-    :func:`hemolab.segment.segment_cnnds`); its probability map then goes through
+    Each scan is segmented once per checkpoint by the architecture's own inference pipeline (``segment``,
+    e.g. :func:`hemolab.segment.segment_cnnds`); its probability map then goes through
     :func:`hemolab.segment.postprocess.finish_mask` (threshold, cranial cavity, cluster rule, as the
-    checkpoint's meta asks) at every candidate threshold.
+    checkpoint's meta asks) at every candidate threshold (:func:`choose_threshold`). With ``snapshots``
+    (checkpoints of other epochs of the same run), the checkpoint whose masks are best at its own
+    threshold -- within the false-alarm budget first, then by mean Dice on the bleeds -- is copied
+    into ``best.pt`` (ties keep ``best.pt``): an epoch is then chosen as the threshold is, by what the
+    masks of whole scans score, not by the loss on a few patches (docs/methods.md §5.2).
 
     Args:
-        model: the run's network (its weights are replaced by the best epoch's).
+        model: the run's network (its weights are replaced by the chosen checkpoint's).
         best_path: the run's ``best.pt``.
         cases: validation cases (``load_image()``, ``load_label()``).
         segment: ``segment(image, model, meta, cavity=...)`` -> :class:`~hemolab.segment.SegmentationResult`
             (:func:`hemolab.segment.segment_cnnds`, :func:`hemolab.segment.segment_patel`).
         candidates: thresholds to try.
+        snapshots: further checkpoints of the run to choose from.
 
     Returns:
         The threshold stored.
     """
-    payload = read_checkpoint(best_path)
+    best_path = Path(best_path)
+    scans = [_ValidationScan(case) for case in cases]
+    chosen, seen = None, set()
+    for path in [best_path, *(Path(p) for p in snapshots)]:
+        payload = read_checkpoint(path)
+        meta = CheckpointMeta.from_dict(payload["meta"], source=str(path))
+        if meta.best_epoch is not None and meta.best_epoch in seen:
+            continue  # the same epoch's weights (best.pt is also a snapshot): evaluated once
+        seen.add(meta.best_epoch)
+        model.load_state_dict(payload["model_state"])
+        threshold, table = choose_threshold([scan.masks(model, meta, segment) for scan in scans], candidates)
+        score = (bool(table.loc[threshold, "eligible"]), round(float(table.loc[threshold, "dice_bleeds"]), 6))
+        if chosen is None or score > chosen[0]:
+            chosen = (score, path, payload, threshold)
+    _, path, payload, threshold = chosen
     model.load_state_dict(payload["model_state"])
-    meta = CheckpointMeta.from_dict(payload["meta"], source=str(best_path))
-    scans = []
-    for case in cases:
-        image = case.load_image()
-        cavity = None  # computed once per scan, for the pipeline and for the masks below
-        if meta.restrict_to_cranial_cavity or meta.crop_head:
-            cavity = array_from_image(cranial_cavity_mask(image)) > 0
-        prob = segment(image, model, meta, cavity=cavity).probability_array()
-        if not meta.restrict_to_cranial_cavity:
-            cavity = None
-        reference = array_from_image(case.load_label()) > 0
-
-        mask_at = partial(_mask_at, prob, image.GetSpacing(), cavity, meta.min_component_ml)
-        scans.append((mask_at, reference, float(np.prod(image.GetSpacing())) / 1000.0))
-    threshold, _ = choose_threshold(scans, candidates)
-    store_threshold(best_path, threshold)
+    if path != best_path:
+        meta = CheckpointMeta.from_dict(payload["meta"], source=str(path))
+        payload["meta"] = meta.replace(threshold=float(threshold)).to_dict()
+        atomic_torch_save(payload, best_path)
+    else:
+        store_threshold(best_path, threshold)
     return threshold
+
+
+class _ValidationScan:
+    """One validation scan, read once: its image, reference and cranial cavity."""
+
+    def __init__(self, case: Any):
+        self.image = case.load_image()
+        self.reference = array_from_image(case.load_label()) > 0
+        self._cavity: np.ndarray | None = None
+
+    def cavity(self) -> np.ndarray:
+        if self._cavity is None:
+            self._cavity = array_from_image(cranial_cavity_mask(self.image)) > 0
+        return self._cavity
+
+    def masks(self, model: torch.nn.Module, meta: CheckpointMeta, segment: Callable[..., SegmentationResult]):
+        """``(mask_at, reference, voxel_ml)`` for :func:`choose_threshold`, with ``model`` as it is now."""
+        cavity = self.cavity() if (meta.restrict_to_cranial_cavity or meta.crop_head) else None
+        prob = segment(self.image, model, meta, cavity=cavity).probability_array()
+        cavity = cavity if meta.restrict_to_cranial_cavity else None
+        spacing = self.image.GetSpacing()
+        mask_at = partial(_mask_at, prob, spacing, cavity, meta.min_component_ml)
+        return mask_at, self.reference, float(np.prod(spacing)) / 1000.0
 
 
 def _mask_at(prob, spacing, cavity, min_component_ml: float, t: float) -> np.ndarray:
