@@ -276,5 +276,9 @@ def test_patel_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_p
     assert small.stop_patience >= small.max_epochs  # the cosine schedule runs to its end
     assert full.snapshot_epochs == [] and full.lr_decay == "constant"
     assert patel_settings("small", tune_threshold=False).snapshot_epochs == []  # nothing would choose
+    with pytest.raises(HemolabError, match="lr_decay must be one of"):
+        patel_settings("small", lr_decay="step")
+    with pytest.raises(HemolabError, match="snapshot_every"):
+        patel_settings("small", snapshot_every=-1)
     # a whole scan of the small cohort (128 x 128 x 32) in one tile
     assert all(o >= n for o, n in zip(small.inference_output_size, (128, 128, 32), strict=True))

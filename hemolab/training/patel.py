@@ -46,7 +46,7 @@ from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
 from hemolab.training.data import with_synthetic_cases
-from hemolab.training.engine import Hook, Snapshots, Trainer, fit
+from hemolab.training.engine import LR_DECAYS, Hook, Snapshots, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
 from hemolab.training.threshold import tune_threshold
@@ -160,6 +160,12 @@ class PatelSettings(ProfileSettings):
                 clean[key] = check_triple(clean[key], key)
         if "hu_window" in clean:
             clean["hu_window"] = check_window(clean["hu_window"])
+        if clean.get("lr_decay", "constant") not in LR_DECAYS:
+            raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {clean['lr_decay']!r}")
+        if int(clean.get("snapshot_every", 0)) < 0:
+            raise HemolabError(
+                f"snapshot_every must be 0 (none) or a positive epoch step, got {clean['snapshot_every']}"
+            )
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
@@ -181,8 +187,9 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
     """The Patel training settings of a profile (``full`` = the paper's PATCH set-up).
 
     ``full``: base 32, thick-slice 124x124x40 -> 36x36x12, SGD 1e-3, 100 epochs x 500 = 50,000 patches.
-    ``small``: base 8, 116x116x36 -> 28x28x8, Adam 1e-3, at most 36 epochs x 32 patches, and the CPU
-    recipe of the module docstring (minutes on a CPU).
+    ``small``: base 8, 116x116x36 -> 28x28x8, Adam 1e-3 annealed along a half cosine over 36 epochs x 32
+    patches, whole scans in one 220x220x60 inference tile, and the CPU recipe of the module docstring
+    (minutes on a CPU).
     ``tiny``: base 4, 108x108x36 -> 20x20x8, the same recipe, 3 epochs x 8 patches (seconds).
 
     Args:
