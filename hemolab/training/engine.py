@@ -65,6 +65,17 @@ MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 LR_DECAYS: tuple[str, ...] = ("plateau", "constant", "cosine")
 
 
+def check_lr_decay(value: str) -> str:
+    """``value`` if it is one of :data:`LR_DECAYS`.
+
+    Raises:
+        HemolabError: naming the schedules there are.
+    """
+    if value not in LR_DECAYS:
+        raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {value!r}")
+    return value
+
+
 class StopTraining(Exception):
     """Raise from a callback to end :func:`fit` cleanly after the current epoch (state is saved)."""
 
@@ -213,8 +224,7 @@ class Schedule:
             )
         if self.monitor not in MONITORS:
             raise HemolabError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
-        if self.lr_decay not in LR_DECAYS:
-            raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        check_lr_decay(self.lr_decay)
 
     @property
     def scheduler_patience(self) -> int:

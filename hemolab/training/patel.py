@@ -46,7 +46,7 @@ from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
 from hemolab.training.data import with_synthetic_cases
-from hemolab.training.engine import LR_DECAYS, Hook, Snapshots, Trainer, fit
+from hemolab.training.engine import Hook, Snapshots, Trainer, check_lr_decay, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
 from hemolab.training.threshold import tune_threshold
@@ -160,8 +160,8 @@ class PatelSettings(ProfileSettings):
                 clean[key] = check_triple(clean[key], key)
         if "hu_window" in clean:
             clean["hu_window"] = check_window(clean["hu_window"])
-        if clean.get("lr_decay", "constant") not in LR_DECAYS:
-            raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {clean['lr_decay']!r}")
+        if "lr_decay" in clean:
+            clean["lr_decay"] = check_lr_decay(clean["lr_decay"])
         if int(clean.get("snapshot_every", 0)) < 0:
             raise HemolabError(
                 f"snapshot_every must be 0 (none) or a positive epoch step, got {clean['snapshot_every']}"

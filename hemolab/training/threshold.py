@@ -133,15 +133,11 @@ def tune_threshold(
         threshold, table = choose_threshold([scan.masks(model, meta, segment) for scan in scans], candidates)
         score = (bool(table.loc[threshold, "eligible"]), round(float(table.loc[threshold, "dice_bleeds"]), 6))
         if chosen is None or score > chosen[0]:
-            chosen = (score, path, payload, threshold)
-    _, path, payload, threshold = chosen
+            chosen = (score, payload, meta, threshold)
+    _, payload, meta, threshold = chosen
     model.load_state_dict(payload["model_state"])
-    if path != best_path:
-        meta = CheckpointMeta.from_dict(payload["meta"], source=str(path))
-        payload["meta"] = meta.replace(threshold=float(threshold)).to_dict()
-        atomic_torch_save(payload, best_path)
-    else:
-        store_threshold(best_path, threshold)
+    payload["meta"] = meta.replace(threshold=float(threshold)).to_dict()
+    atomic_torch_save(payload, best_path)  # the chosen weights, with their threshold, as the run's best.pt
     return threshold
 
 
@@ -170,15 +166,3 @@ class _ValidationScan:
 
 def _mask_at(prob, spacing, cavity, min_component_ml: float, t: float) -> np.ndarray:
     return finish_mask(prob, t, spacing, cavity=cavity, min_component_ml=min_component_ml)
-
-
-def store_threshold(path: str | os.PathLike, threshold: float) -> CheckpointMeta:
-    """Write ``threshold`` into the meta of the checkpoint at ``path`` (atomically); the new meta is returned."""
-    path = Path(path)
-    payload = read_checkpoint(path)
-    meta = CheckpointMeta.from_dict(payload.get("meta", {}), source=str(path)).replace(
-        threshold=float(threshold)
-    )
-    payload["meta"] = meta.to_dict()
-    atomic_torch_save(payload, path)
-    return meta
