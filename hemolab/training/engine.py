@@ -32,7 +32,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +55,10 @@ from hemolab.errors import HemolabError, HemolabExistsError
 from hemolab.models.inference import center_crop, foreground_probability
 from hemolab.training.history import History
 from hemolab.training.live_plot import LivePlot
+from hemolab.training.schedule import Schedule, make_scheduler
 
 LossFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], float]
-MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
-#: How the learning rate changes over a run: halved on a plateau (Arab 2020), kept constant (Patel 2019),
-#: or annealed along a half cosine to zero at ``max_epochs`` (a CPU profile's choice, docs/methods.md §5.2).
-LR_DECAYS: tuple[str, ...] = ("plateau", "constant", "cosine")
-
-
-def check_lr_decay(value: str) -> str:
-    """``value`` if it is one of :data:`LR_DECAYS`.
-
-    Raises:
-        HemolabError: naming the schedules there are.
-    """
-    if value not in LR_DECAYS:
-        raise HemolabError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {value!r}")
-    return value
 
 
 class StopTraining(Exception):
@@ -195,65 +180,6 @@ class _CallbackHook(Hook):
         self.fn(epoch, trainer.history)
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The learning-rate schedule and early stopping (Arab 2020, "Training": halving on a plateau).
-
-    Attributes:
-        max_epochs: the epoch limit. lr_patience: epochs without improvement before the learning rate
-        is multiplied by ``lr_factor``. stop_patience: epochs without improvement before stopping.
-        monitor: ``"val_loss"`` (the paper) or ``"val_dice"``.
-        lr_decay: ``"plateau"`` (Arab 2020: ``lr_patience`` / ``lr_factor`` apply), ``"constant"``
-            (Patel 2019) or ``"cosine"`` (from the optimiser's rate down to zero at ``max_epochs``).
-    """
-
-    max_epochs: int
-    lr_patience: int = 10
-    lr_factor: float = 0.5
-    stop_patience: int = 50
-    monitor: str = "val_loss"
-    lr_decay: str = "plateau"
-
-    def __post_init__(self) -> None:
-        if int(self.max_epochs) < 1:
-            raise HemolabError(f"max_epochs must be at least 1, got {self.max_epochs}")
-        if self.lr_patience < 0 or self.stop_patience < 1 or not 0 < self.lr_factor < 1:
-            raise HemolabError(
-                f"need lr_patience >= 0, stop_patience >= 1 and 0 < lr_factor < 1; got {self.lr_patience}, "
-                f"{self.stop_patience}, {self.lr_factor}"
-            )
-        if self.monitor not in MONITORS:
-            raise HemolabError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
-        check_lr_decay(self.lr_decay)
-
-    @property
-    def scheduler_patience(self) -> int:
-        """The ``patience`` of :class:`~torch.optim.lr_scheduler.ReduceLROnPlateau` that halves the rate AFTER
-        ``lr_patience`` epochs without improvement, as Keras' ``ReduceLROnPlateau`` (the paper's code) and
-        the early stopping here count: PyTorch's lowers it after ``patience + 1``."""
-        return max(0, int(self.lr_patience) - 1)
-
-    @property
-    def mode(self) -> str:
-        """``"min"`` for a loss, ``"max"`` for a Dice."""
-        return "min" if self.monitor == "val_loss" else "max"
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule):
-    """The :mod:`torch.optim.lr_scheduler` object of ``schedule.lr_decay``."""
-    if schedule.lr_decay == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode=schedule.mode,
-            factor=schedule.lr_factor,
-            patience=schedule.scheduler_patience,
-            threshold=0.0,
-        )  # threshold 0: "improved" means strictly better, the same test as early stopping
-    if schedule.lr_decay == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.max_epochs, eta_min=0.0)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
 class Trainer:
     """The training loop of :func:`fit`, one step per method (see the module docstring).
 
@@ -298,7 +224,7 @@ class Trainer:
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last_3d)
-        self.scheduler = _make_scheduler(optimizer, schedule)
+        self.scheduler = make_scheduler(optimizer, schedule)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
 
     # ------------------------------------------------------------------------------------- start

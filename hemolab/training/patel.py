@@ -46,9 +46,10 @@ from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
 from hemolab.training.data import with_synthetic_cases
-from hemolab.training.engine import Hook, Snapshots, Trainer, check_lr_decay, fit
+from hemolab.training.engine import Hook, Snapshots, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
+from hemolab.training.schedule import check_lr_decay
 from hemolab.training.threshold import tune_threshold
 from hemolab.validation import check_triple, check_window
 
