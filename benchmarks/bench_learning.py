@@ -150,7 +150,7 @@ def markdown(rows: list[dict]) -> str:
             return f"{r[key]:{fmt}}" + ("" if ok[key] else " ✗")
 
         lines.append(
-            f"| {r['arch']} | {r['seed']} | {cell('dice_ge5ml', '.2f')} | {cell('dice_all_bleeds', '.2f')} | "
+            f"| {r['arch']} | {r['seed']} | {cell('dice_ge5ml', '.3f')} | {cell('dice_all_bleeds', '.3f')} | "
             f"{cell('blood_free_median_ml', '.2f')} | {cell('real_scan_ml', '.1f')} | "
             f"{cell('train_minutes', '.1f')} | {cell('peak_mb', '.0f')} | {r['threshold']:.2f} | "
             f"{r['epochs']} ({r['best_epoch']}) |"

@@ -2,7 +2,8 @@
 
 Prints, for the real head CT shipped with hemolab and for synthetic scans, measured the same way
 (:func:`hemolab.synth.realism.realism_stats`): parenchyma median HU, noise SD and in-plane lag-1 noise
-correlation; then the HU under the labels (truth and reference) per bleed type of a cohort
+correlation; the HU under the inner table by distance from the skull, back and front of the head
+(:func:`hemolab.synth.realism.inner_table_profile`, blood-free synthetic scans); then the HU under the labels (truth and reference) per bleed type of a cohort
 (:func:`hemolab.synth.realism.label_hu_stats`), and seconds per case per profile.
 
     python benchmarks/synth_realism.py                       # small cohort (20 cases) + 1 full case
@@ -24,7 +25,7 @@ import SimpleITK as sitk
 
 from hemolab.io import array_from_image, read_scan, sample_scan_path
 from hemolab.synth import BLEED_TYPES, generate_case, plan_cohort
-from hemolab.synth.realism import label_hu_stats, realism_stats
+from hemolab.synth.realism import INNER_TABLE_BINS_MM, inner_table_profile, label_hu_stats, realism_stats
 
 
 def real_stats() -> dict:
@@ -36,6 +37,7 @@ def real_stats() -> dict:
     out = {"real_raw_slices": realism_stats(raw, None, (sp[0], sp[1], 5.0))}
     img = read_scan(sample_scan_path())
     out["real_read_scan"] = realism_stats(array_from_image(img), None, img.GetSpacing())
+    out["real_read_scan"]["inner_table"] = inner_table_profile(array_from_image(img), img.GetSpacing())
     return out
 
 
@@ -48,6 +50,8 @@ def cohort_stats(profile: str, n_cases: int | None, seed: int = 0) -> tuple[dict
         case = generate_case(plan)
         seconds.append(time.perf_counter() - t0)
         scans.append(realism_stats(case.image, None, case.grid.spacing))
+        if not case.truth.any():
+            scans[-1]["inner_table"] = inner_table_profile(case.image, case.grid.spacing)
         for name, lab in (("truth", case.truth), ("reference", case.reference)):
             if lab.any():
                 s = label_hu_stats(case.image, lab)
@@ -76,6 +80,20 @@ def _summary(per_type: dict) -> dict:
     return out
 
 
+def _inner_table_summary(scans: list[dict]) -> dict | None:
+    """Median over the blood-free scans of each inner-table bin (``None`` when the cohort has none)."""
+    profiles = [s["inner_table"] for s in scans if "inner_table" in s]
+    if not profiles:
+        return None
+    return {
+        side: [
+            round(float(np.nanmedian([p[side][i] for p in profiles])), 1)
+            for i in range(len(INNER_TABLE_BINS_MM))
+        ]
+        for side in ("back", "front")
+    } | {"scans": len(profiles)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny-cases", type=int, default=8)
@@ -102,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             "parenchyma_hu": round(float(np.median([s["parenchyma_hu"] for s in ok])), 2),
             "noise_sd": round(float(np.median([s["noise_sd"] for s in ok])), 2),
             "lag1_corr": round(float(np.median([s["lag1_corr"] for s in ok])), 3),
+            "inner_table": _inner_table_summary(scans["scans"]),
             "labels": _summary(per_type),
         }
         result["profiles"][profile] = res
@@ -109,6 +128,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"synthetic {profile:<15} {res['parenchyma_hu']:>13.1f} {res['noise_sd']:>9.2f} "
             f"{res['lag1_corr']:>11.2f}   ({n} cases, {res['s_per_case_mean']:.2f} s/case mean)"
         )
+    bins = "  ".join(f"{lo:g}-{hi:g} mm" for lo, hi in INNER_TABLE_BINS_MM)
+    print(f"\nmedian HU under the inner table, by distance from the skull: back | front ({bins})")
+    rows = [("real (read_scan)", result["real"]["real_read_scan"]["inner_table"])]
+    rows += [(f"synthetic {p} (blood-free)", r["inner_table"]) for p, r in result["profiles"].items()]
+    for name, prof in rows:
+        if prof is None:
+            continue
+        back, front = ("  ".join(f"{v:6.1f}" for v in prof[side]) for side in ("back", "front"))
+        print(f"  {name:<28} {back} | {front}")
     for profile, res in result["profiles"].items():
         print(
             f"\nlabel HU, profile {profile}: type  label  cases  p5/p50/p95 pooled  worst p95  worst >150  worst <45  core>150"

@@ -103,6 +103,8 @@ class CheckpointMeta:
         tile_stride: Patel: the step between tiles (``None``: aligned to the pooling grid).
         min_component_ml: clusters smaller than this are removed (Patel: 0.1 mL; 0: none).
         restrict_to_cranial_cavity: keep only predictions inside the cranial cavity (Patel; CNN-DS ``small``).
+        max_calcified_fraction: remove clusters with a larger share of voxels above 120 HU (calcification or
+            bone; :func:`hemolab.segment.postprocess.remove_calcified_components`; 0: none, the papers).
         crop_head: CNN-DS: crop the scan to the box around the cranial cavity before resampling to
             ``grid_size`` (:func:`hemolab.preprocess.head_box`; the ``small`` profile's choice).
         voxel_size_range: Patel: the smallest and the largest voxel size (mm, per axis) of the training
@@ -128,6 +130,7 @@ class CheckpointMeta:
     tile_stride: tuple[int, int, int] | None = None
     min_component_ml: float = 0.0
     restrict_to_cranial_cavity: bool = False
+    max_calcified_fraction: float = 0.0
     crop_head: bool = False
     voxel_size_range: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     settings: dict[str, Any] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from hemolab.config import resolve_profile, workspace_dir
 from hemolab.errors import HemolabError, HemolabFileError
 from hemolab.io import array_from_image, check_file_complete, check_same_geometry
 from hemolab.synth import make_cohort
+from hemolab.synth.cohort import GENERATOR_RELEASE
 from hemolab.validation import check_head_ct, check_mask
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -327,7 +328,16 @@ def ensure_cohort(profile: str | None = None, seed: int = 0) -> Path:
         raise HemolabError(f"seed must be a whole number >= 0, got {seed!r}")
     path = cohort_dir(profile, seed)
     if (path / "dataset.json").is_file() and (path / "cases.csv").is_file():
-        return path
+        release = _cohort_release(path)
+        if release == GENERATOR_RELEASE:
+            return path
+        aside = _free_name(path.with_name(f"{path.name}.release-{release}"))
+        path.rename(aside)
+        print(
+            f"hemolab: the synthetic cohort in {path} was made by an older generator (release {release}, now "
+            f"{GENERATOR_RELEASE}); moved to {aside} (delete it when you no longer need it) and made anew.",
+            flush=True,
+        )
     print(f"hemolab: generating the synthetic {profile} cohort (seed {seed}) in {path} ...", flush=True)
     try:
         make_cohort(path, seed=seed, profile=profile)
@@ -335,6 +345,23 @@ def ensure_cohort(profile: str | None = None, seed: int = 0) -> Path:
         if not (path / "dataset.json").is_file():  # not a cohort finished by a process running beside us
             raise
     return workspace_dir("data", f"synth-{profile}-seed{seed}")
+
+
+def _cohort_release(path: Path) -> str:
+    """The generator release written in a synthetic cohort's ``dataset.json`` ("1.0" before it was raised)."""
+    try:
+        return str(json.loads((path / "dataset.json").read_text(encoding="utf-8")).get("release", "?"))
+    except (OSError, ValueError):
+        return "?"
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... whichever does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 __all__ = ["SPLITS", "Case", "Dataset", "cohort_dir", "ensure_cohort", "load_dataset", "validate_dataset"]

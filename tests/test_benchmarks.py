@@ -42,6 +42,7 @@ def test_learning_benchmark_judges_each_target():
     assert not bench.verdict(row(arch="patel", train_minutes=12.5))["train_minutes"]
     table = bench.markdown([row(), row(seed=1, real_scan_ml=14.0)])
     assert "14.0 ✗" in table and table.count("\n") == 3
+    assert "| 0.747 ✗ |" in bench.markdown([row(dice_ge5ml=0.747)])  # a miss never rounds up to the target
     untimed = row(
         train_minutes=float("nan"), peak_mb=float("nan")
     )  # --evaluate: a checkpoint trained elsewhere

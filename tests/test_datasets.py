@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from hemolab.datasets import Case, Dataset, ensure_cohort, load_dataset
 from hemolab.errors import HemolabError, HemolabFileError
 from hemolab.io import array_from_image, image_from_array, write_image
+from hemolab.synth.cohort import GENERATOR_RELEASE
 
 
 def test_dataset_json_is_valid_msd(tiny_cohort):
@@ -94,6 +95,16 @@ def test_ensure_cohort_generates_in_workspace(tmp_path, monkeypatch, capsys):
     assert ensure_cohort("tiny", seed=4) == path
     assert (path / "dataset.json").stat().st_mtime_ns == mtime
     assert not [p for p in (tmp_path / "data").iterdir() if ".tmp-" in p.name]
+
+    # a cohort an older generator wrote is moved aside, not reused and not deleted
+    manifest = json.loads((path / "dataset.json").read_text())
+    (path / "dataset.json").write_text(json.dumps({**manifest, "release": "1.0"}))
+    (path / "mine.txt").write_text("a note the user left")
+    assert ensure_cohort("tiny", seed=4) == path
+    out = capsys.readouterr().out
+    assert "older generator (release 1.0" in out and "generating" in out
+    assert (tmp_path / "data" / "synth-tiny-seed4.release-1.0" / "mine.txt").is_file()
+    assert json.loads((path / "dataset.json").read_text())["release"] == GENERATOR_RELEASE
 
 
 def test_loader_errors(tmp_path):

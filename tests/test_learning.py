@@ -138,9 +138,14 @@ def test_finish_mask_is_threshold_then_cavity_then_clusters():
 
 @pytest.mark.slow
 def test_tiny_cnnds_run_stores_a_chosen_threshold_and_segments_inside_the_head(tiny_cohort, tmp_path):
-    history = train_cnnds(tiny_cohort, "tiny", tmp_path / "run", progress=False, max_epochs=1)
+    from hemolab.training.engine import Snapshots
+
+    history = train_cnnds(tiny_cohort, "tiny", tmp_path / "run", progress=False, max_epochs=2)
+    # tiny keeps every epoch of the second half; the epoch is chosen with the threshold on whole scans
+    assert [p.name for p in Snapshots.paths(history.run_dir)] == ["epoch-002.pt"]
+    assert [r["lr"] for r in history.rows] == pytest.approx([5e-3, 2.5e-3])  # the CPU recipe's cosine
     model, meta = load_checkpoint(history.run_dir / "best.pt")
-    assert meta.threshold in CANDIDATES
+    assert meta.threshold in CANDIDATES and meta.best_epoch in (history.best_epoch, 2)
     assert meta.crop_head and meta.restrict_to_cranial_cavity and meta.min_component_ml == pytest.approx(0.1)
     case = load_dataset(tiny_cohort).test[0]
     image = case.load_image()
@@ -270,15 +275,28 @@ def test_tune_threshold_chooses_the_snapshot_whose_whole_scan_masks_are_best(tmp
     assert float(read_checkpoint(tmp_path / "b0.pt")["model_state"]["w"]) == 0.0
 
 
-def test_patel_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_paper():
-    small, full = patel_settings("small"), patel_settings("full")
-    assert small.snapshot_epochs == [24, 30, 36] and small.lr_decay == "cosine"
+@pytest.mark.parametrize(
+    "settings_of, small_epochs, paper_decay",
+    [(patel_settings, [24, 30, 36], "constant"), (cnnds_settings, [16, 20, 24], "plateau")],
+)
+def test_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_paper(
+    settings_of, small_epochs, paper_decay
+):
+    small, full = settings_of("small"), settings_of("full")
+    assert small.snapshot_epochs == small_epochs and small.lr_decay == "cosine"
     assert small.stop_patience >= small.max_epochs  # the cosine schedule runs to its end
-    assert full.snapshot_epochs == [] and full.lr_decay == "constant"
-    assert patel_settings("small", tune_threshold=False).snapshot_epochs == []  # nothing would choose
+    assert full.snapshot_epochs == [] and full.lr_decay == paper_decay
+    assert (
+        small.max_calcified_fraction == 0.25 and full.max_calcified_fraction == 0.0
+    )  # the papers have no such rule
+    assert settings_of("small", tune_threshold=False).snapshot_epochs == []  # nothing would choose
     with pytest.raises(HemolabError, match="lr_decay must be one of"):
-        patel_settings("small", lr_decay="step")
+        settings_of("small", lr_decay="step")
     with pytest.raises(HemolabError, match="snapshot_every"):
-        patel_settings("small", snapshot_every=-1)
+        settings_of("small", snapshot_every=-1)
+
+
+def test_patel_small_infers_a_whole_scan_in_one_tile():
+    small = patel_settings("small")
     # a whole scan of the small cohort (128 x 128 x 32) in one tile
     assert all(o >= n for o, n in zip(small.inference_output_size, (128, 128, 32), strict=True))

@@ -13,7 +13,7 @@ from hemolab.synth import BLEED_TYPES, PROFILE_SPECS, CasePlan, generate_case, m
 from hemolab.synth.anatomy import build_head
 from hemolab.synth.cohort import case_grid
 from hemolab.synth.raters import majority_vote
-from hemolab.synth.realism import label_hu_stats, label_rim, realism_stats
+from hemolab.synth.realism import inner_table_profile, label_hu_stats, label_rim, realism_stats
 from hemolab.synth.scanner import acquire
 
 
@@ -78,13 +78,14 @@ def test_tissue_hu_ranges():
     vent = ndi.binary_erosion(head.ventricles > 0.99)
     csf = vent & (ideal < 30)  # the ventricles hold CSF, and in each atrium the choroid plexus (~45 HU)
     assert vent.sum() > 10 and csf.sum() > 0.5 * vent.sum() and -2 < np.median(img[csf]) < 15
-    assert 35 < np.median(ideal[vent & (ideal >= 30)]) < 55
+    plexus = vent & (ideal >= 30) & (ideal < 100)  # soft tissue, not its calcified core
+    assert plexus.sum() > 0 and 35 < np.median(ideal[plexus]) < 55
     # grey matter is denser than white matter: cortex ribbon vs deep white matter
     cortex = parenchyma & (head.depth_brain > 0.5) & (head.depth_brain < 2.0) & (head.sulcal_dist > 3.0)
     white = parenchyma & (head.depth_brain > 20.0) & (head.sulcal_dist > 4.0)
     assert cortex.sum() > 50 and white.sum() > 50
     gm, wm = np.median(img[cortex]), np.median(img[white])
-    assert 30 < gm < 42 and 22 < wm < 31 and gm > wm + 3
+    assert 30 < gm < 43 and 22 < wm < 33 and gm > wm + 3  # drawn per case: gm 37-41, wm 29-32 HU
 
 
 def test_blood_hu_distribution(tiny_cases):
@@ -280,3 +281,29 @@ def test_noise_and_parenchyma_match_real_ct():
     assert 26 <= s["parenchyma_hu"] <= 35, s
     assert 1.5 <= s["noise_sd"] <= 3.0, s
     assert 0.5 <= s["lag1_corr"] <= 0.7, s
+
+
+def test_the_inner_table_band_matches_the_real_scan():
+    """Real head CT is denser under the inner table, most at the back; blood-free synthetic heads are too.
+
+    The shipped real scan, measured by the same function: back 2-4 / 4-6 / 6-9 / 9-14 mm about 58 / 46 / 39 /
+    35 HU. Without the band the synthetic heads measured about 45 / 38 / 33 / 33.
+    """
+    from hemolab.io import array_from_image, read_scan, sample_scan_path
+
+    real_img = read_scan(sample_scan_path())
+    real = inner_table_profile(array_from_image(real_img), real_img.GetSpacing())
+    backs = []
+    for plan in [p for p in plan_cohort(None, seed=2, profile="small") if p.bleed_type == "none"][:3]:
+        case = generate_case(plan)
+        prof = inner_table_profile(case.image, case.grid.spacing)
+        backs.append(prof["back"])
+        assert prof["back"][0] > prof["back"][2] > 25  # denser near the table, brain beneath
+    synth = np.median(np.asarray(backs), axis=0)
+    assert np.all(np.abs(synth[:3] - np.asarray(real["back"][:3])) <= 8.0), (synth, real["back"])
+    assert real["back"][0] > real["back"][2] + 10  # the feature is the real scan's, not the generator's
+
+
+def test_inner_table_profile_refuses_a_2d_image():
+    with pytest.raises(HemolabError, match="3D"):
+        inner_table_profile(np.zeros((8, 8)), (1.0, 1.0))

@@ -299,3 +299,34 @@ def test_train_patel_and_train_cnnds_share_one_signature():
         return [p.name for p in inspect.signature(f).parameters.values()]
 
     assert names(train_patel) == [n for n in names(train_cnnds) if n != "loaders"]
+
+
+def test_calcified_clusters_are_removed_and_bleeds_against_bone_kept():
+    from hemolab.segment.postprocess import CALCIFIED_HU, finish_mask, remove_calcified_components
+
+    hu = np.full((30, 30, 10), 30.0)
+    mask = np.zeros(hu.shape, bool)
+    mask[2:8, 2:8, 2:6] = True  # a "calcification" cluster: a bright core in a halo, 8 of 144 voxels dark
+    hu[2:8, 2:8, 2:6] = 250.0
+    hu[2, 2:6, 2:4] = 40.0
+    mask[15:25, 15:25, 2:6] = True  # a bleed against the skull: 60 HU, one face of its rim bright
+    hu[15:25, 15:25, 2:6] = 60.0
+    hu[15, 15:25, 2:6] = 400.0  # 40 of 400 voxels (10 %)
+    kept = remove_calcified_components(mask, hu, 0.25)
+    assert not kept[2:8, 2:8, 2:6].any() and kept[15:25, 15:25, 2:6].all()
+    # the share is compared with the fraction: at 5 % the bleed's bright rim is too much, at 0.95 both stay
+    assert not remove_calcified_components(mask, hu, 0.05).any()
+    assert remove_calcified_components(mask, hu, 0.95).sum() == mask.sum()
+    assert CALCIFIED_HU > 100  # brighter than any acute blood
+    # finish_mask applies it after the threshold, before the size rule; it needs the HU image
+    prob = mask.astype(np.float32)
+    np.testing.assert_array_equal(
+        finish_mask(prob, 0.5, (1.0, 1.0, 1.0), hu=hu, max_calcified_fraction=0.25), kept
+    )
+    np.testing.assert_array_equal(finish_mask(prob, 0.5, (1.0, 1.0, 1.0)), mask)  # the papers: no such rule
+    with pytest.raises(HemolabError, match="needs the scan's HU"):
+        finish_mask(prob, 0.5, (1.0, 1.0, 1.0), max_calcified_fraction=0.25)
+    with pytest.raises(HemolabError, match="does not match"):
+        remove_calcified_components(mask, hu[:, :, :5], 0.25)
+    with pytest.raises(HemolabError, match=r"\[0, 1\)"):
+        remove_calcified_components(mask, hu, 1.0)

@@ -274,10 +274,15 @@ def test_checkpoint_round_trip_cnnds(tmp_path):
     assert (
         meta.arch == "cnnds" and meta.version == 2 and meta.grid_size == (32, 32, 16) and not loaded.training
     )
+    assert (
+        meta.max_calcified_fraction == 0.0
+    )  # the paper: no calcification rule (a meta without the field too)
     x = torch.rand(1, 1, 32, 32, 16)
     with torch.inference_mode():
         np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     torch.load(path, weights_only=True)
+    save_checkpoint(tmp_path / "rule.pt", model, meta.replace(max_calcified_fraction=0.25))
+    assert load_checkpoint(tmp_path / "rule.pt", device="cpu")[1].max_calcified_fraction == 0.25
     # wrong arch in the meta: a clear error
     save_checkpoint(tmp_path / "wrong.pt", model, meta.replace(arch="unet9000"))
     with pytest.raises(HemolabError, match="unknown network architecture 'unet9000'"):
@@ -328,7 +333,7 @@ def test_ensure_checkpoint_finishes_an_interrupted_run_and_says_so(tiny_cohort, 
     fit(
         model, torch.optim.Adam(model.parameters()), DiceLossOnBatch(), *make_loaders_for(tiny_cohort, settings),
         max_epochs=settings.max_epochs, run_dir=path.parent, overwrite=True, progress=False,
-        callbacks=[interrupt], meta=cnnds_meta(settings),
+        callbacks=[interrupt], meta=cnnds_meta(settings), lr_decay=settings.lr_decay,
     )  # fmt: skip
     status = run_status(path.parent)
     assert not status["finished"] and status["epochs"] == 1 and status["max_epochs"] == settings.max_epochs
@@ -397,3 +402,31 @@ def test_snapshots_keep_chosen_epochs_and_a_fresh_run_removes_them(tmp_path):
     assert [m["best_val_loss"] for m in metas] == [pytest.approx(2.0), pytest.approx(4.0)]
     _fit(TinyNet(), soft_dice_loss, one_case(), run, max_epochs=1, overwrite=True)
     assert Snapshots.paths(run) == []  # stale snapshots of the old run are gone
+
+
+def test_describe_schedule_says_what_each_schedule_did():
+    from hemolab.training import History, describe_schedule
+
+    def run(lrs, best, reductions=(), stopped=False):
+        rows = [{"epoch": i + 1, "train_loss": -0.5, "val_loss": -0.5, "val_dice": 0.5, "lr": lr, "seconds": 1.0}
+                for i, lr in enumerate(lrs)]  # fmt: skip
+        return History(rows=rows, best_epoch=best, lr_reductions=list(reductions), stopped_early=stopped,
+                       monitor="val_dice")  # fmt: skip
+
+    halved = describe_schedule(
+        run([1e-3] * 4 + [5e-4] * 4, 6, [4]), lr_patience=3, stop_patience=10, max_epochs=8
+    )
+    assert (
+        "halved after epoch(s) 4" in halved and "validation Dice" in halved and "best epoch was 6" in halved
+    )
+    cosine = describe_schedule(run([5e-3, 4e-3, 1e-3, 1e-5], 3), lr_patience=3, stop_patience=4, max_epochs=4,
+                               lr_decay="cosine", kept_epoch=4)  # fmt: skip
+    assert "half cosine from 0.005 to 1e-05 by epoch 4" in cosine and "halved after" not in cosine
+    assert "learning rate 0.005 -> 1e-05" in run([5e-3, 4e-3, 1e-3, 1e-5], 3).summary()
+    assert "lowered after epochs [4]" in run([1e-3] * 4 + [5e-4] * 4, 6, [4]).summary()
+    assert "never lowered" in run([1e-3] * 3, 2).summary()
+    assert "weights of epoch 4 replaced them" in cosine
+    assert "replaced" not in describe_schedule(run([1e-3] * 3, 3), lr_patience=3, stop_patience=3, max_epochs=3,
+                                               lr_decay="constant", kept_epoch=3)  # fmt: skip
+    assert "stayed at 0.001" in describe_schedule(run([1e-3] * 3, 2), lr_patience=1, stop_patience=9, max_epochs=3,
+                                                  lr_decay="constant")  # fmt: skip

@@ -11,7 +11,12 @@ Which pipeline a checkpoint needs is the registry's business: :func:`hemolab.arc
 
 from hemolab.segment.cnnds import segment_cnnds
 from hemolab.segment.patel import segment_patel
-from hemolab.segment.postprocess import cluster_removal_effect, component_volumes_ml, remove_small_components
+from hemolab.segment.postprocess import (
+    cluster_removal_effect,
+    component_volumes_ml,
+    remove_calcified_components,
+    remove_small_components,
+)
 from hemolab.segment.result import SegmentationResult
 from hemolab.segment.tiling import (
     Tile,
@@ -30,6 +35,7 @@ __all__ = [
     "component_volumes_ml",
     "default_stride",
     "draw_tile_grid",
+    "remove_calcified_components",
     "remove_small_components",
     "segment_cnnds",
     "segment_patel",

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hemolab.errors import HemolabError
-from hemolab.io import image_from_array
+from hemolab.io import array_from_image, image_from_array
 from hemolab.models.inference import predict
 from hemolab.preprocess import (
     cranial_cavity_mask,
@@ -97,6 +97,7 @@ def segment_cnnds(
     # linear interpolation of the probability, then the threshold: see the module docstring
     prob_arr = probability_on_scan(prob_grid, image)
     keep = cavity if meta.restrict_to_cranial_cavity else None
-    mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml)
+    mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml,
+                       hu=array_from_image(image), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
     timings["postprocess"] = time.perf_counter() - t2
     return make_result(image, prob_arr, mask, thr, timings, t0)

@@ -2,6 +2,8 @@
 
 Patel et al. 2019, Methods, "Post-processing" (docs/methods.md §2.5): every cluster smaller than 0.1 mL is
 removed from the thresholded probability map.
+The CPU profiles add a calcification rule (docs/methods.md §5.1, item 8): a cluster most of whose voxels are
+brighter than acute blood ever is (:data:`CALCIFIED_HU`) is a calcification or bone, not a bleed.
 Our choices: connected components use 26-connectivity (voxels touching at a corner belong to the same
 cluster, the most conservative choice for removing clusters); the prediction is restricted to the
 cranial cavity *before* small clusters are removed, so that a cluster cut by the cavity boundary is
@@ -99,6 +101,49 @@ def remove_small_components(
     return keep[labels]
 
 
+#: Brighter than acute blood (50-90 HU on non-contrast CT; expert masks hold nothing above ~100 HU): a voxel
+#: above it is calcification or bone (docs/methods.md §5.1, item 8).
+CALCIFIED_HU = 120.0
+
+
+def remove_calcified_components(
+    mask, hu: np.ndarray, max_fraction: float, connectivity: int = 26
+) -> np.ndarray:
+    """Remove every cluster of which more than ``max_fraction`` of the voxels lie above :data:`CALCIFIED_HU`.
+
+    A network that has learnt "brighter than brain" calls a calcified pineal gland or choroid plexus (100-400
+    HU, the calcification trap of notebook 00) and its partial-volume halo blood; blood itself is never that
+    bright. A bleed against the skull keeps its cluster: only its one-voxel rim touches bone (and the
+    cranial-cavity restriction has already removed the bone).
+
+    Args:
+        mask: binary mask ``[x, y, z]``.
+        hu: the scan in HU, same shape.
+        max_fraction: in [0, 1); a cluster with a larger share of voxels above :data:`CALCIFIED_HU` is removed.
+        connectivity: 6, 18 or 26 neighbours (default 26, as the size rule).
+
+    Returns:
+        A boolean mask of the same shape.
+
+    Raises:
+        HemolabError: for a non-binary mask, an image of another shape or a fraction outside [0, 1).
+    """
+    m = check_mask(mask)
+    hu = np.asarray(hu)
+    if hu.shape != m.shape:
+        raise HemolabError(f"the HU image of shape {hu.shape} does not match the mask's {m.shape}")
+    if not 0.0 <= max_fraction < 1.0:
+        raise HemolabError(f"max_fraction must lie in [0, 1), got {max_fraction}")
+    labels, n = ndimage.label(m, structure=_structure(connectivity))
+    if n == 0:
+        return m.copy()
+    size = np.bincount(labels.ravel(), minlength=n + 1)
+    bright = np.bincount(labels.ravel(), weights=(hu > CALCIFIED_HU).ravel(), minlength=n + 1)
+    keep = bright <= max_fraction * size
+    keep[0] = False
+    return keep[labels]
+
+
 def finish_mask(
     probability: np.ndarray,
     threshold: float,
@@ -106,8 +151,10 @@ def finish_mask(
     *,
     cavity: np.ndarray | None = None,
     min_component_ml: float = 0.0,
+    hu: np.ndarray | None = None,
+    max_calcified_fraction: float = 0.0,
 ) -> np.ndarray:
-    """Probability map to mask, the one way every pipeline does it: threshold, cavity, small clusters.
+    """Probability map to mask, the one way every pipeline does it: threshold, cavity, clusters.
 
     Patel 2019, "Post-processing" (docs/methods.md §2.5): threshold the probability, keep only the cranial
     cavity (when ``cavity`` is given), then remove clusters smaller than ``min_component_ml`` (0.1 mL in the
@@ -120,12 +167,15 @@ def finish_mask(
         spacing: voxel size in mm.
         cavity: boolean cranial-cavity mask of the same shape, or ``None``.
         min_component_ml: smallest cluster kept, in mL.
+        hu: the scan in HU (same shape), needed when ``max_calcified_fraction > 0``.
+        max_calcified_fraction: remove clusters with a larger share of voxels above :data:`CALCIFIED_HU`
+            (:func:`remove_calcified_components`; 0: no such rule, as in the papers).
 
     Returns:
         Boolean mask ``[x, y, z]``.
 
     Raises:
-        HemolabError: for a cavity of another shape.
+        HemolabError: for a cavity of another shape, or a calcification rule without the HU image.
     """
     mask = np.asarray(probability) >= threshold
     if cavity is not None:
@@ -135,6 +185,12 @@ def finish_mask(
                 f"cavity mask of shape {cavity.shape} does not match the probability's {mask.shape}"
             )
         mask &= cavity > 0
+    if max_calcified_fraction > 0:
+        if hu is None:
+            raise HemolabError(
+                "the calcification rule (max_calcified_fraction > 0) needs the scan's HU (hu=...)"
+            )
+        mask = remove_calcified_components(mask, hu, max_calcified_fraction)
     if min_component_ml > 0:
         mask = remove_small_components(mask, spacing, min_component_ml)
     return mask

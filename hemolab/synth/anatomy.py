@@ -16,6 +16,8 @@ The head is built in physical millimetres from perturbed ellipsoids so that ever
 * the tentorium and the dural venous sinuses (superior sagittal, transverse, sigmoid; ~55 HU) against the inner
   table, and the choroid plexus glomus in each atrium (~45 HU): dense like a thin bleed on real CT, and not
   blood;
+* a dense band under the inner table (dura, partial volume with bone, residual beam hardening; +12-30 HU
+  fading over ~1 cm, strongest at the back of the head and the vertex) as real head CT has it;
 * physiological calcifications (pineal gland, choroid plexus glomus, 120-400 HU): bright, not blood.
 
 Coordinates: world ``[x, y, z]`` in the LPS convention of ITK (x to the patient's left, y posterior,
@@ -169,6 +171,9 @@ def sample_head_params(grid: Grid, rng: np.random.Generator) -> dict:
         "hu_wm": rng.uniform(29, 32),
         "hu_deep": rng.uniform(35, 38),
         "hu_falx": rng.uniform(55, 70),
+        "table_band_hu": rng.uniform(12.0, 30.0),
+        "table_band_mm": rng.uniform(3.5, 5.5),
+        "table_band_front": rng.uniform(0.1, 0.35),
         "pineal_calcified": bool(rng.uniform() < 0.55),
         "choroid_calcified": bool(rng.uniform() < 0.4),
         "falx_calcified": bool(rng.uniform() < 0.1),
@@ -350,6 +355,18 @@ def build_head(grid: Grid, rng: np.random.Generator, params: dict | None = None)
     del lateral_pf
     paint(img, slab(xr, 7.0 * k, h) * near_table * soft((zv - 10.0 * k) - zr, h) * cavity, sinus_hu)  # SSS
     del behind, tent, near_table, y_pet
+    # a dense band under the inner table (dura, the cortex's partial volume with bone in thick slices,
+    # residual beam hardening): on the real head CT shipped with hemolab the intracranial voxels 2-4 mm from
+    # the skull at the back of the head are ~15-20 HU denser than in a head without it, fading over ~1 cm
+    # (realism.inner_table_profile, benchmarks/synth_realism.py); weaker at the front, strong at the vertex.
+    # Not blood (a bleed painted later replaces it): without it, networks called it a thin subdural.
+    back = np.maximum(_sigmoid(yr / (12.0 * k)), _sigmoid((zr - 45.0 * k) / (8.0 * k)))
+    weight = p["table_band_front"] + (1.0 - p["table_band_front"]) * back
+    del back
+    weight *= np.clip(1.0 + 0.3 * smooth_field(grid, rng, 20.0), 0.6, 1.4)
+    band = np.exp(-np.maximum(depth_inner, 0.0) / f32(p["table_band_mm"]))
+    img += f32(p["table_band_hu"]) * weight * band * cavity
+    del weight, band
     # choroid plexus glomus in each atrium: soft tissue (~45 HU) in the CSF, often with a calcified core below
     for side in (-1.0, 1.0):
         cen = (side * 17 * p["vent_scale"], 20 * k, p["zv"] - 4 * k)

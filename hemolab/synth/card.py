@@ -102,7 +102,10 @@ def cohort_card(profile: str | None = None, seed: int = 0) -> str:
         "and bright like blood in a brain window; never in the truth, sometimes drawn by one rater.",
         "- **the dural trap**: the tentorium and the superior sagittal, transverse and sigmoid sinuses (about 55 HU, against "
         "the inner table) and the choroid plexus in each atrium (about 45 HU), dense like a thin bleed (on real CT "
-        "a network that never saw them calls them blood); never in the truth.",
+        "a network that never saw them calls them blood); never in the truth; and a **dense band under the inner "
+        "table** (dura, the cortex's partial volume with bone, residual beam hardening: 12–30 HU above the brain "
+        "beneath, fading over about 1 cm, strongest at the back of the head and the vertex), measured on the "
+        "shipped real scan (`hemolab.synth.realism.inner_table_profile`).",
         "- **three raters** per case, each shifting the bleed's boundary a little (a personal bias), sometimes "
         "missing part of a thin subarachnoid bleed or a first/last slice, one of them sometimes calling a "
         "calcification blood; the reference label is their **majority vote** (at least 2 of 3), as in Arab 2020. "

@@ -215,6 +215,8 @@ def generate_case(plan: CasePlan) -> SynthCase:
     head = build_head(grid, rng)
     bleed = make_bleed(head, plan.bleed_type, plan.target_volume_ml, rng)
     bleed.fraction *= 1.0 - head.calcification  # calcified voxels stay calcification, never blood
+    if bleed.oedema is not None:  # nor oedema: a deep bleed next to a calcified pineal leaves it bright
+        bleed.oedema *= 1.0 - head.calcification
     # the label holds blood only: not the voxels that bone or calcification brighten (partial volume, blur)
     not_blood = bright_spill(head.image, bleed.fraction)
     label_fraction = np.where(not_blood, np.float32(0.0), bleed.fraction)
@@ -266,6 +268,12 @@ def generate_case(plan: CasePlan) -> SynthCase:
     return SynthCase(plan, grid, hu, truth, raters, reference, calc, info)
 
 
+#: The generator's release, written to ``dataset.json``: raised whenever the same plan gives other images, so
+#: that :func:`hemolab.datasets.ensure_cohort` makes a cohort of the current generator instead of reusing one
+#: an older hemolab wrote (2: the dense band under the inner table; oedema no longer covers calcifications).
+GENERATOR_RELEASE = "2"
+
+
 def _dataset_json(plans: list[CasePlan], profile: str, seed: int) -> dict:
     return decathlon_manifest(
         name=f"hemolab-synth-{profile}",
@@ -275,7 +283,7 @@ def _dataset_json(plans: list[CasePlan], profile: str, seed: int) -> dict:
         ),
         reference="hemolab; layout of the Medical Segmentation Decathlon",
         licence="CC0-1.0",
-        release="1.0",
+        release=GENERATOR_RELEASE,
         train_ids=[p.case_id for p in plans if p.split in ("train", "validation")],
         test_ids=[p.case_id for p in plans if p.split == "test"],
         validation_ids=[p.case_id for p in plans if p.split == "validation"],

@@ -11,14 +11,14 @@ improvement, early stop after 50, at most 500 epochs. (Base 16 / depth 5 / 5e-4 
 the code base the design comes from, marked as recovered in docs/methods.md §1.5; the paper chose its values by grid search.)
 
 ``small`` and ``tiny`` shrink the grid, the width and the number of epochs so that training fits a CPU
-laptop (minutes) or CI (seconds). They are our choices (documented in notebook 03 and docs/methods.md §5.1);
-the patiences are scaled down with the epoch budget so that learning-rate halving and early stopping can
-still happen. Chosen so that the small network learns in minutes (how far it does: ``benchmarks/bench_learning.py``), they
+laptop (minutes) or CI (seconds). They are our choices (documented in notebook 03 and docs/methods.md §5.1).
+Chosen so that the small network learns in minutes (how far it does: ``benchmarks/bench_learning.py``), they
 also: crop each scan to the box around its cranial cavity before resampling (more voxels on the brain),
 add synthetic training cases (data is free) and validation cases up to twelve, add binary cross-entropy to
-the Dice loss, train in bfloat16 on the CPU, pick the best epoch by validation Dice, choose the threshold
-on the validation scans, and keep only clusters of at least 0.1 mL inside the cranial cavity (Patel's
-post-processing, docs/methods.md §2.5).
+the Dice loss, train in bfloat16 on the CPU, anneal the learning rate along a half cosine, choose the epoch
+(the best by validation Dice, or one of the last epochs kept as snapshots) and the threshold together on
+the whole validation scans, keep only clusters of at least 0.1 mL inside the cranial cavity (Patel's
+post-processing, docs/methods.md §2.5) and remove clusters mostly brighter than blood (calcifications, §5.1).
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ from hemolab.models.cnnds import CNNDS
 from hemolab.preprocess import CNNDS_HU_RANGE, cnnds_grid
 from hemolab.segment import segment_cnnds
 from hemolab.training.data import make_cnnds_loaders
-from hemolab.training.engine import Hook, fit
+from hemolab.training.engine import Hook, Snapshots, fit
 from hemolab.training.history import History
+from hemolab.training.schedule import SnapshotChoice
 from hemolab.training.threshold import tune_threshold
 
 
 @dataclass(frozen=True)
-class CNNDSSettings(ProfileSettings):
+class CNNDSSettings(ProfileSettings, SnapshotChoice):
     """Everything that defines a CNN-DS training run of one profile.
 
     Attributes:
@@ -73,6 +74,13 @@ class CNNDSSettings(ProfileSettings):
             (:mod:`hemolab.training.threshold`); otherwise 0.5 (the paper).
         restrict_to_cranial_cavity: at inference keep only predictions inside the cranial cavity.
         min_component_ml: at inference remove clusters smaller than this (0: none).
+        max_calcified_fraction: at inference remove clusters with a larger share of voxels above 120 HU
+            (calcification, not blood; 0: none, the paper).
+        lr_decay: ``"plateau"`` (the paper: halved after ``lr_patience`` epochs without improvement) or
+            ``"cosine"`` (annealed to zero at ``max_epochs``; :class:`hemolab.training.engine.Schedule`).
+        snapshot_every: with ``tune_threshold``, the weights of every ``snapshot_every``-th epoch of the
+            second half of the run are kept too, and the epoch is chosen with the threshold on the whole
+            validation scans (:class:`hemolab.training.schedule.SnapshotChoice`); 0: by ``monitor``.
         grid_depths, grid_lrs, grid_dropouts: the values :func:`hemolab.training.grid_search` tries.
     """
 
@@ -100,6 +108,9 @@ class CNNDSSettings(ProfileSettings):
     tune_threshold: bool = False
     restrict_to_cranial_cavity: bool = False
     min_component_ml: float = 0.0
+    max_calcified_fraction: float = 0.0
+    lr_decay: str = "plateau"
+    snapshot_every: int = 0
     grid_depths: tuple[int, ...] = (3, 4, 5, 6)
     grid_lrs: tuple[float, ...] = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)
     grid_dropouts: tuple[float, ...] = (0.3, 0.4, 0.5)
@@ -117,7 +128,7 @@ class CNNDSSettings(ProfileSettings):
 
     def with_overrides(self, **overrides: Any) -> CNNDSSettings:
         """A copy with some settings changed (``None`` values are ignored)."""
-        clean = self._checked_overrides(overrides)
+        clean = self.check_schedule_overrides(self._checked_overrides(overrides))
         if "grid_size" in clean:
             clean["grid_size"] = tuple(int(s) for s in clean["grid_size"])
         return replace(self, **clean)
@@ -133,6 +144,8 @@ _CPU_RECIPE: dict[str, Any] = {
     "tune_threshold": True,
     "restrict_to_cranial_cavity": True,
     "min_component_ml": 0.1,
+    "max_calcified_fraction": 0.25,
+    "lr_decay": "cosine",
 }
 
 
@@ -159,13 +172,14 @@ def cnnds_settings(profile: str | None = None, **overrides: Any) -> CNNDSSetting
             lr=5e-3,
             max_epochs=24,
             lr_patience=3,
-            stop_patience=10,
+            stop_patience=24,
             grid_depths=(3, 4),
             grid_lrs=(5e-3,),
             grid_dropouts=(0.3,),
             **_CPU_RECIPE,
             synthetic_train=40,
             min_val_cases=12,
+            snapshot_every=4,
         )
     else:
         s = CNNDSSettings(
@@ -182,6 +196,7 @@ def cnnds_settings(profile: str | None = None, **overrides: Any) -> CNNDSSetting
             **_CPU_RECIPE,
             synthetic_train=2,
             min_val_cases=2,
+            snapshot_every=1,
             grid_lrs=(5e-3,),
             grid_dropouts=(0.3,),
         )
@@ -203,6 +218,7 @@ def cnnds_meta(settings: CNNDSSettings, **more: Any) -> CheckpointMeta:
         crop_head=settings.crop_head,
         restrict_to_cranial_cavity=settings.restrict_to_cranial_cavity,
         min_component_ml=settings.min_component_ml,
+        max_calcified_fraction=settings.max_calcified_fraction,
         **more,
     )
 
@@ -263,6 +279,8 @@ def train_cnnds(
     root = getattr(dataset, "root", dataset)
     meta = cnnds_meta(settings, seed=int(seed), dataset=str(root))
     loss_fn = DiceBCELossOnBatch() if settings.loss == "dice_bce" else DiceLossOnBatch()
+    if settings.snapshot_epochs:
+        hooks = (*hooks, Snapshots(settings.snapshot_epochs))
     history = fit(
         model,
         optimizer,
@@ -275,6 +293,7 @@ def train_cnnds(
         lr_factor=settings.lr_factor,
         stop_patience=settings.stop_patience,
         monitor=settings.monitor,
+        lr_decay=settings.lr_decay,
         cpu_bf16=settings.cpu_bf16,
         device=device,
         seed=seed,
@@ -287,7 +306,13 @@ def train_cnnds(
         channels_last=True,
     )
     if settings.tune_threshold:
-        tune_threshold(model, history.run_dir / "best.pt", val_loader.dataset.cases, segment_cnnds)
+        tune_threshold(
+            model,
+            history.run_dir / "best.pt",
+            val_loader.dataset.cases,
+            segment_cnnds,
+            snapshots=Snapshots.paths(history.run_dir) if settings.snapshot_epochs else (),
+        )
     return history
 
 

@@ -117,27 +117,52 @@ class History:
     def summary(self) -> str:
         """One line: epochs, best epoch and its validation loss / Dice, early stop, time."""
         how = "stopped early" if self.stopped_early else "ran to the epoch limit"
+        lrs = self.lr
+        if self.lr_reductions:
+            schedule = f"learning rate lowered after epochs {self.lr_reductions}"
+        elif lrs and lrs[-1] < lrs[0]:  # a schedule that lowers it every epoch (cosine)
+            schedule = f"learning rate {lrs[0]:.2g} -> {lrs[-1]:.2g}"
+        else:
+            schedule = "learning rate never lowered"
         return (
             f"{self.epochs} epochs ({how}); best epoch {self.best_epoch}: validation loss "
-            f"{self.best_val_loss:.4f}, validation Dice {self.best_val_dice:.3f}; "
-            f"learning rate lowered after epochs {self.lr_reductions or 'none'}; {self.seconds:.1f} s"
+            f"{self.best_val_loss:.4f}, validation Dice {self.best_val_dice:.3f}; {schedule}; {self.seconds:.1f} s"
         )
 
 
-def describe_schedule(history: History, *, lr_patience: int, stop_patience: int, max_epochs: int) -> str:
+def describe_schedule(
+    history: History,
+    *,
+    lr_patience: int,
+    stop_patience: int,
+    max_epochs: int,
+    lr_decay: str = "plateau",
+    kept_epoch: int | None = None,
+) -> str:
     """Say in words what the learning-rate schedule and early stopping did in a run (from its numbers).
 
     Args:
         history: the run's :class:`History`.
-        lr_patience, stop_patience, max_epochs: the settings it ran with.
+        lr_patience, stop_patience, max_epochs, lr_decay: the settings it ran with
+            (:class:`hemolab.training.engine.Schedule`).
+        kept_epoch: the epoch whose weights ``best.pt`` finally holds, when it was chosen after training
+            (:func:`hemolab.training.threshold.tune_threshold` with snapshots); ``None``: the best epoch.
 
     Returns:
-        One or two sentences, e.g. for a notebook.
+        A few sentences, e.g. for a notebook.
     """
     n = history.epochs
     what = "validation loss" if history.monitor == "val_loss" else "validation Dice"
     parts = []
-    if history.lr_reductions:
+    lrs = history.lr
+    if lr_decay == "cosine" and lrs:
+        parts.append(
+            f"The learning rate fell along a half cosine from {lrs[0]:.2g} to {lrs[-1]:.2g} by epoch {n} (a CPU "
+            "profile's choice; Arab 2020 halves it on a plateau), so no halving is marked."
+        )
+    elif lr_decay == "constant" and lrs:
+        parts.append(f"The learning rate stayed at {lrs[0]:.2g} (Patel 2019).")
+    elif history.lr_reductions:
         epochs = ", ".join(str(e) for e in history.lr_reductions)
         parts.append(
             f"The learning rate was halved after epoch(s) {epochs}: each time the {what} had not improved "
@@ -165,6 +190,11 @@ def describe_schedule(history: History, *, lr_patience: int, stop_patience: int,
     else:
         parts.append(
             f"Training ran to its limit of {max_epochs} epochs without stopping early; the best epoch was "
-            f"{history.best_epoch} (its weights are kept)."
+            f"{history.best_epoch} (its weights went to best.pt)."
+        )
+    if kept_epoch is not None and kept_epoch != history.best_epoch:
+        parts.append(
+            f"After training, the weights of epoch {kept_epoch} replaced them: among the best epoch and the late "
+            "epochs kept as snapshots, its masks of the whole validation scans were best at its own threshold."
         )
     return " ".join(parts)

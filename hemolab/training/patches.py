@@ -29,8 +29,9 @@ Our choices (documented in notebook 04):
 * Mirroring is left-right (the x axis); the transforms are :func:`hemolab.preprocess.patel_augmentation`.
 * The CPU profiles may draw fewer foreground centres (``fg_fraction``) and take some background centres
   from *hard* voxels (``hard_negative_fraction``): cavity voxels that are not blood but as bright as blood or
-  brighter (>= 40 HU: grey matter at its brightest, calcification, the partial-volume rim of the skull),
-  the voxels a network calls blood by mistake (docs/methods.md §5.2).
+  brighter (>= 50 HU: the dense band under the inner table, the dural sinuses, falx and tentorium, the
+  choroid plexus, calcification and the partial-volume rim of the skull), the voxels a network calls blood
+  by mistake (docs/methods.md §5.2).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ from hemolab.preprocess import patel_augmentation as _augmentation
 from hemolab.validation import check_triple
 
 #: Hard background: cavity voxels at or above this HU that are not blood (:attr:`PatelVolume.hard_index`).
-HARD_NEGATIVE_HU = 40.0
+#: Above grey matter (37-41 HU, which a 40 HU level mostly drew), where acute blood begins.
+HARD_NEGATIVE_HU = 50.0
 
 #: A weight-map function: ``fn(label_patch, rng) -> weights`` of the same shape (:func:`patch_weight_map`).
 WeightMapFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]

@@ -22,7 +22,8 @@ Our choices (documented in notebook 04):
   threshold -- and the epoch, among the best-loss epoch and every sixth of the second half -- on the whole
   validation scans (:mod:`hemolab.training.threshold`): a network trained on balanced patches has learnt a
   prior of far more blood than a whole scan holds, so 0.5 is not where its masks are best, and the loss on
-  a few validation patches does not rank epochs as the masks of whole scans do.
+  a few validation patches does not rank epochs as the masks of whole scans do; at inference it removes
+  clusters mostly brighter than blood (calcifications; docs/methods.md §5.1, item 8).
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ from hemolab.training.data import with_synthetic_cases
 from hemolab.training.engine import Hook, Snapshots, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
-from hemolab.training.schedule import check_lr_decay
+from hemolab.training.schedule import SnapshotChoice
 from hemolab.training.threshold import tune_threshold
 from hemolab.validation import check_triple, check_window
 
 
 @dataclass(frozen=True)
-class PatelSettings(ProfileSettings):
+class PatelSettings(ProfileSettings, SnapshotChoice):
     """Everything that defines a Patel training run of one profile.
 
     Attributes:
@@ -75,6 +76,8 @@ class PatelSettings(ProfileSettings):
         augment: mirror / rotate with probability 0.5.
         stop_patience: epochs without improvement of the validation loss before stopping.
         min_component_ml: clusters smaller than this are removed at inference (paper: 0.1 mL).
+        max_calcified_fraction: at inference remove clusters with a larger share of voxels above 120 HU
+            (calcification, not blood; 0: none, the paper).
         bn_calibration_patches: training patches over which the batch-norm statistics are recomputed
             after every epoch (:func:`recalibrate_batch_norm`; 0 keeps PyTorch's running averages).
         optimizer: ``"sgd"`` (the paper: SGD with Nesterov momentum) or ``"adam"``.
@@ -110,6 +113,7 @@ class PatelSettings(ProfileSettings):
     augment: bool = True
     stop_patience: int = 20
     min_component_ml: float = 0.1
+    max_calcified_fraction: float = 0.0
     bn_calibration_patches: int = 16
     optimizer: str = "sgd"
     fg_fraction: float = 0.5
@@ -121,17 +125,6 @@ class PatelSettings(ProfileSettings):
     hu_window: tuple[float, float] = PATEL_HU_RANGE
     lr_decay: str = "constant"
     snapshot_every: int = 0
-
-    @property
-    def snapshot_epochs(self) -> list[int]:
-        """The epochs whose weights are kept as candidates (every ``snapshot_every``-th of the second half)."""
-        if self.snapshot_every <= 0 or not self.tune_threshold:
-            return []
-        return [
-            e
-            for e in range(1, self.max_epochs + 1)
-            if e > self.max_epochs / 2 and e % self.snapshot_every == 0
-        ]
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -161,12 +154,7 @@ class PatelSettings(ProfileSettings):
                 clean[key] = check_triple(clean[key], key)
         if "hu_window" in clean:
             clean["hu_window"] = check_window(clean["hu_window"])
-        if "lr_decay" in clean:
-            clean["lr_decay"] = check_lr_decay(clean["lr_decay"])
-        if int(clean.get("snapshot_every", 0)) < 0:
-            raise HemolabError(
-                f"snapshot_every must be 0 (none) or a positive epoch step, got {clean['snapshot_every']}"
-            )
+        self.check_schedule_overrides(clean)
         s = replace(self, **clean)
         s.output_size, s.inference_output_size  # noqa: B018 - raise early for sizes that do not fit
         return s
@@ -181,6 +169,7 @@ _CPU_RECIPE: dict[str, Any] = {
     "cpu_bf16": True,
     "tune_threshold": True,
     "lr_decay": "cosine",
+    "max_calcified_fraction": 0.25,
 }
 
 
@@ -265,6 +254,7 @@ def patel_meta(settings: PatelSettings, **more: Any) -> CheckpointMeta:
         inference_input_size=settings.inference_input_size,
         inference_output_size=settings.inference_output_size,
         min_component_ml=settings.min_component_ml,
+        max_calcified_fraction=settings.max_calcified_fraction,
         restrict_to_cranial_cavity=True,
         **more,
     )

@@ -28,18 +28,22 @@ WHY: dict[str, str] = {
     "uncalibrated network's best threshold is not 0.5",
     "restrict_to_cranial_cavity": "only predictions inside the cranial cavity are kept (Patel's post-processing)",
     "min_component_ml": "clusters under this volume are removed (Patel's 0.1 mL rule)",
+    "max_calcified_fraction": "a cluster more than this share of which is brighter than blood ever is (> 120 HU) "
+    "is a calcification, not a bleed, and is removed: a small network calls the calcification trap and its "
+    "halo blood",
     "hu_window": "the HU range scaled to [0, 1]: over [0, 100] HU (CNN-DS's window) blood stands 5 times further "
     "from brain in the input than over [-200, 200], and a few hundred patches are enough to learn it",
     "optimizer": "Adam gets much further than SGD in the few hundred steps a CPU affords (the paper: 50,000 "
     "patches)",
     "fg_fraction": "fewer patches centred on blood: whole scans hold far less blood than balanced patches",
-    "hard_negative_fraction": "background patches centred on bright non-blood voxels (>= 40 HU), the ones a "
-    "network calls blood by mistake",
+    "hard_negative_fraction": "background patches centred on non-blood voxels as bright as blood (>= 50 HU: the "
+    "band under the inner table, sinuses, falx, calcification), the ones a network calls blood by mistake",
     "lr": "the learning rate that fits the shorter schedule",
     "lr_decay": "the learning rate falls along a half cosine to zero by the last epoch: the late epochs refine "
     "instead of jumping around at a constant rate, whose epoch-to-epoch noise a short run cannot average out",
-    "snapshot_every": "the epoch is chosen with the threshold, by the masks of the whole validation scans: the loss "
-    "on a few validation patches ranked epochs unlike the whole-scan Dice and kept an early, poor one",
+    "snapshot_every": "the epoch is chosen with the threshold, by the masks of the whole validation scans within "
+    "the false-alarm budget: what picks the best epoch during training (Patel: the loss on a few validation "
+    "patches; CNN-DS: the Dice at 0.5) ranked epochs unlike the masks a student finally gets",
     "augment": "left-right mirroring is off: a few epochs cannot profit from it",
 }
 

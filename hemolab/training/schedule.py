@@ -32,6 +32,48 @@ def check_lr_decay(value: str) -> str:
     return value
 
 
+class SnapshotChoice:
+    """What the training settings of both networks share about choosing the kept epoch (a mixin).
+
+    A subclass is a frozen dataclass with the fields ``max_epochs``, ``tune_threshold``, ``lr_decay``
+    and ``snapshot_every``. With ``snapshot_every > 0`` (and the threshold tuned), the weights of every
+    ``snapshot_every``-th epoch of the second half of the run are kept besides the best epoch, and
+    :func:`hemolab.training.threshold.tune_threshold` keeps the one best at its own threshold on the
+    whole validation scans (docs/methods.md §5.1-5.2).
+    """
+
+    max_epochs: int
+    tune_threshold: bool
+    lr_decay: str
+    snapshot_every: int
+
+    @property
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose weights are kept as candidates (every ``snapshot_every``-th of the second half)."""
+        if self.snapshot_every <= 0 or not self.tune_threshold:
+            return []
+        return [
+            e
+            for e in range(1, self.max_epochs + 1)
+            if e > self.max_epochs / 2 and e % self.snapshot_every == 0
+        ]
+
+    @staticmethod
+    def check_schedule_overrides(clean: dict) -> dict:
+        """``clean`` with its ``lr_decay`` checked and its ``snapshot_every`` a whole number >= 0.
+
+        Raises:
+            HemolabError: for an unknown schedule or a negative ``snapshot_every``.
+        """
+        if "lr_decay" in clean:
+            clean["lr_decay"] = check_lr_decay(clean["lr_decay"])
+        if int(clean.get("snapshot_every", 0)) < 0:
+            raise HemolabError(
+                f"snapshot_every must be 0 (none) or a positive epoch step, got {clean['snapshot_every']}"
+            )
+        return clean
+
+
 @dataclass(frozen=True)
 class Schedule:
     """The learning-rate schedule and early stopping (Arab 2020, "Training": halving on a plateau).

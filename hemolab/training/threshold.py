@@ -160,9 +160,15 @@ class _ValidationScan:
         prob = segment(self.image, model, meta, cavity=cavity).probability_array()
         cavity = cavity if meta.restrict_to_cranial_cavity else None
         spacing = self.image.GetSpacing()
-        mask_at = partial(_mask_at, prob, spacing, cavity, meta.min_component_ml)
+        hu = array_from_image(self.image) if meta.max_calcified_fraction > 0 else None
+        mask_at = partial(
+            _mask_at, prob, spacing, cavity, meta.min_component_ml, hu, meta.max_calcified_fraction
+        )
         return mask_at, self.reference, float(np.prod(spacing)) / 1000.0
 
 
-def _mask_at(prob, spacing, cavity, min_component_ml: float, t: float) -> np.ndarray:
-    return finish_mask(prob, t, spacing, cavity=cavity, min_component_ml=min_component_ml)
+def _mask_at(
+    prob, spacing, cavity, min_component_ml: float, hu, max_calcified_fraction: float, t: float
+) -> np.ndarray:
+    return finish_mask(prob, t, spacing, cavity=cavity, min_component_ml=min_component_ml, hu=hu,
+                       max_calcified_fraction=max_calcified_fraction)  # fmt: skip
