@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hemolab.errors import HemolabError
-from hemolab.io import array_from_image, image_from_array
+from hemolab.io import image_from_array
 from hemolab.models.inference import predict
 from hemolab.preprocess import (
     cranial_cavity_mask,
@@ -41,7 +41,7 @@ from hemolab.preprocess import (
     head_box,
     prepare_cnnds,
 )
-from hemolab.segment.postprocess import as_mask_array, finish_mask, probability_on_scan
+from hemolab.segment.postprocess import as_mask_array, calcification_hu, finish_mask, probability_on_scan
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 
 
@@ -98,6 +98,6 @@ def segment_cnnds(
     prob_arr = probability_on_scan(prob_grid, image)
     keep = cavity if meta.restrict_to_cranial_cavity else None
     mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml,
-                       hu=array_from_image(image), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
+                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
     timings["postprocess"] = time.perf_counter() - t2
     return make_result(image, prob_arr, mask, thr, timings, t0)

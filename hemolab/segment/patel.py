@@ -23,9 +23,9 @@ import SimpleITK as sitk
 import torch
 
 from hemolab.errors import HemolabError
-from hemolab.io import array_from_image, image_from_array
+from hemolab.io import image_from_array
 from hemolab.preprocess import cranial_cavity_mask, prepare_patel, resample_to_spacing
-from hemolab.segment.postprocess import as_mask_array, finish_mask, probability_on_scan
+from hemolab.segment.postprocess import as_mask_array, calcification_hu, finish_mask, probability_on_scan
 from hemolab.segment.result import MetaLike, SegmentationResult, begin, make_result, synchronize
 from hemolab.segment.tiling import tiled_predict
 
@@ -129,6 +129,6 @@ def segment_patel(
     timings["cavity"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     mask = finish_mask(prob, thr, image.GetSpacing(), cavity=cav, min_component_ml=meta.min_component_ml,
-                       hu=array_from_image(image), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
+                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
     timings["postprocess"] = time.perf_counter() - t3
     return make_result(image, prob, mask, thr, timings, t0)

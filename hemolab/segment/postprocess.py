@@ -144,6 +144,11 @@ def remove_calcified_components(
     return keep[labels]
 
 
+def calcification_hu(image: sitk.Image, meta) -> np.ndarray | None:
+    """The scan's HU array when ``meta`` asks for the calcification rule (``max_calcified_fraction > 0``), else ``None``."""
+    return array_from_image(image) if getattr(meta, "max_calcified_fraction", 0.0) > 0 else None
+
+
 def finish_mask(
     probability: np.ndarray,
     threshold: float,

@@ -31,7 +31,7 @@ from hemolab.io import array_from_image
 from hemolab.metrics import dice
 from hemolab.preprocess import cranial_cavity_mask
 from hemolab.segment import SegmentationResult
-from hemolab.segment.postprocess import finish_mask
+from hemolab.segment.postprocess import calcification_hu, finish_mask
 
 #: The false-alarm budget: the most a blood-free validation scan may get, in mL.
 MAX_FALSE_ML = 0.5
@@ -148,6 +148,7 @@ class _ValidationScan:
         self.image = case.load_image()
         self.reference = array_from_image(case.load_label()) > 0
         self._cavity: np.ndarray | None = None
+        self._hu: np.ndarray | None = None
 
     def cavity(self) -> np.ndarray:
         if self._cavity is None:
@@ -160,7 +161,9 @@ class _ValidationScan:
         prob = segment(self.image, model, meta, cavity=cavity).probability_array()
         cavity = cavity if meta.restrict_to_cranial_cavity else None
         spacing = self.image.GetSpacing()
-        hu = array_from_image(self.image) if meta.max_calcified_fraction > 0 else None
+        if self._hu is None and meta.max_calcified_fraction > 0:
+            self._hu = calcification_hu(self.image, meta)
+        hu = self._hu if meta.max_calcified_fraction > 0 else None
         mask_at = partial(
             _mask_at, prob, spacing, cavity, meta.min_component_ml, hu, meta.max_calcified_fraction
         )
