@@ -3,7 +3,9 @@
 Prints, for the real head CT shipped with hemolab and for synthetic scans, measured the same way
 (:func:`hemolab.synth.realism.realism_stats`): parenchyma median HU, noise SD and in-plane lag-1 noise
 correlation; the HU under the inner table by distance from the skull, back and front of the head
-(:func:`hemolab.synth.realism.inner_table_profile`, blood-free synthetic scans); then the HU under the labels (truth and reference) per bleed type of a cohort
+(:func:`hemolab.synth.realism.inner_table_profile`, blood-free synthetic scans); how much denser the brain of
+the lowest and the highest slices is than the middle of the brain (:func:`hemolab.synth.realism.skull_base_profile`,
+:func:`hemolab.synth.realism.vertex_profile`, the same scans); then the HU under the labels (truth and reference) per bleed type of a cohort
 (:func:`hemolab.synth.realism.label_hu_stats`), and seconds per case per profile.
 
     python benchmarks/synth_realism.py                       # small cohort (20 cases) + 1 full case
@@ -25,7 +27,15 @@ import SimpleITK as sitk
 
 from hemolab.io import array_from_image, read_scan, sample_scan_path
 from hemolab.synth import BLEED_TYPES, generate_case, plan_cohort
-from hemolab.synth.realism import INNER_TABLE_BINS_MM, inner_table_profile, label_hu_stats, realism_stats
+from hemolab.synth.realism import (
+    INNER_TABLE_BINS_MM,
+    SKULL_BASE_BINS_MM,
+    inner_table_profile,
+    label_hu_stats,
+    realism_stats,
+    skull_base_profile,
+    vertex_profile,
+)
 
 
 def real_stats() -> dict:
@@ -38,6 +48,8 @@ def real_stats() -> dict:
     img = read_scan(sample_scan_path())
     out["real_read_scan"] = realism_stats(array_from_image(img), None, img.GetSpacing())
     out["real_read_scan"]["inner_table"] = inner_table_profile(array_from_image(img), img.GetSpacing())
+    out["real_read_scan"]["skull_base"] = skull_base_profile(array_from_image(img), img.GetSpacing())["rise"]
+    out["real_read_scan"]["vertex"] = vertex_profile(array_from_image(img), img.GetSpacing())["rise"]
     return out
 
 
@@ -52,6 +64,8 @@ def cohort_stats(profile: str, n_cases: int | None, seed: int = 0) -> tuple[dict
         scans.append(realism_stats(case.image, None, case.grid.spacing))
         if not case.truth.any():
             scans[-1]["inner_table"] = inner_table_profile(case.image, case.grid.spacing)
+            scans[-1]["skull_base"] = skull_base_profile(case.image, case.grid.spacing)["rise"]
+            scans[-1]["vertex"] = vertex_profile(case.image, case.grid.spacing)["rise"]
         for name, lab in (("truth", case.truth), ("reference", case.reference)):
             if lab.any():
                 s = label_hu_stats(case.image, lab)
@@ -94,6 +108,15 @@ def _inner_table_summary(scans: list[dict]) -> dict | None:
     } | {"scans": len(profiles)}
 
 
+def _end_summary(scans: list[dict], key: str) -> list[float] | None:
+    """Median over the blood-free scans of each bin of ``key`` (``"skull_base"`` or ``"vertex"``; ``None`` when
+    the cohort has no blood-free scan)."""
+    rises = [s[key] for s in scans if key in s]
+    if not rises:
+        return None
+    return [round(float(np.nanmedian([r[i] for r in rises])), 1) for i in range(len(SKULL_BASE_BINS_MM))]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny-cases", type=int, default=8)
@@ -121,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
             "noise_sd": round(float(np.median([s["noise_sd"] for s in ok])), 2),
             "lag1_corr": round(float(np.median([s["lag1_corr"] for s in ok])), 3),
             "inner_table": _inner_table_summary(scans["scans"]),
+            "skull_base": _end_summary(scans["scans"], "skull_base"),
+            "vertex": _end_summary(scans["scans"], "vertex"),
             "labels": _summary(per_type),
         }
         result["profiles"][profile] = res
@@ -137,6 +162,14 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         back, front = ("  ".join(f"{v:6.1f}" for v in prof[side]) for side in ("back", "front"))
         print(f"  {name:<28} {back} | {front}")
+    bins = "  ".join(f"{lo:g}-{hi:g} mm" for lo, hi in SKULL_BASE_BINS_MM)
+    for key, where in (("skull_base", "above the lowest"), ("vertex", "below the highest")):
+        print(f"\nHU above the middle of the brain, by distance {where} slice of the brain ({bins})")
+        rows = [("real (read_scan)", result["real"]["real_read_scan"][key])]
+        rows += [(f"synthetic {p} (blood-free)", r[key]) for p, r in result["profiles"].items()]
+        for name, rise in rows:
+            if rise is not None:
+                print(f"  {name:<28} " + "  ".join(f"{v:+6.1f}" for v in rise))
     for profile, res in result["profiles"].items():
         print(
             f"\nlabel HU, profile {profile}: type  label  cases  p5/p50/p95 pooled  worst p95  worst >150  worst <45  core>150"

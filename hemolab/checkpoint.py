@@ -105,6 +105,8 @@ class CheckpointMeta:
         restrict_to_cranial_cavity: keep only predictions inside the cranial cavity (Patel; CNN-DS ``small``).
         max_calcified_fraction: remove clusters with a larger share of voxels above 120 HU (calcification or
             bone; :func:`hemolab.segment.postprocess.remove_calcified_components`; 0: none, the papers).
+        min_cluster_median_hu: remove clusters whose median HU is lower (brain, not acute blood;
+            :func:`hemolab.segment.postprocess.remove_isodense_components`; 0: none, the papers).
         crop_head: CNN-DS: crop the scan to the box around the cranial cavity before resampling to
             ``grid_size`` (:func:`hemolab.preprocess.head_box`; the ``small`` profile's choice).
         voxel_size_range: Patel: the smallest and the largest voxel size (mm, per axis) of the training
@@ -131,6 +133,7 @@ class CheckpointMeta:
     min_component_ml: float = 0.0
     restrict_to_cranial_cavity: bool = False
     max_calcified_fraction: float = 0.0
+    min_cluster_median_hu: float = 0.0
     crop_head: bool = False
     voxel_size_range: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     settings: dict[str, Any] = field(default_factory=dict)

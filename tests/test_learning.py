@@ -22,7 +22,13 @@ from hemolab.losses import DiceBCELossOnBatch, SoftDiceLoss
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE, cranial_cavity_mask, crop_to_box, head_box
 from hemolab.segment.postprocess import finish_mask, remove_small_components
 from hemolab.training import cnnds_settings, describe_recipe, patel_settings, train_cnnds
-from hemolab.training.data import POOL_SEEDS, make_cnnds_loaders, preprocess_case, synthetic_cases
+from hemolab.training.data import (
+    POOL_SEEDS,
+    blood_free_cases,
+    make_cnnds_loaders,
+    preprocess_case,
+    synthetic_cases,
+)
 from hemolab.training.patches import HARD_NEGATIVE_HU, PatelPatchDataset, load_patel_volume
 from hemolab.training.patel import patel_meta
 from hemolab.training.threshold import CANDIDATES, choose_threshold
@@ -83,6 +89,17 @@ def test_synthetic_cases_come_from_seeds_no_cohort_uses(tiny_cohort):
     assert len(tr.dataset) == n_train + 2 and len(va.dataset) == 3
 
 
+def test_blood_free_calibration_heads_have_no_bleed_and_seeds_of_their_own():
+    heads = blood_free_cases("tiny", 2, seed=1)
+    assert len(heads) == 2 and blood_free_cases("tiny", 0) == []
+    assert POOL_SEEDS["calibration"] not in (POOL_SEEDS["train"], POOL_SEEDS["validation"])
+    assert all(h.plan.bleed_type == "none" and h.plan.target_volume_ml == 0.0 for h in heads)
+    image, label = heads[0].load_image(), heads[0].load_label()
+    assert not array_from_image(label).any() and array_from_image(image).max() > 300  # a head, skull and all
+    assert {h.case_id for h in heads}.isdisjoint(c.case_id for c in synthetic_cases("tiny", 2, seed=1))
+    assert [h.case_id for h in blood_free_cases("tiny", 2, seed=2)] != [h.case_id for h in heads]
+
+
 def test_dice_bce_is_the_paper_dice_plus_binary_cross_entropy():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 1, 8, 8, 4, generator=g)
@@ -115,6 +132,11 @@ def test_choose_threshold_keeps_blood_free_scans_within_the_budget_then_maximise
         (lambda t: ~blood_free, blood_free, 0.01),
     ]  # 4 mL at every threshold
     assert choose_threshold(always)[0] == 0.5  # none in budget: the fewest false mL, then nearest 0.5
+    # the budget is the mean over the normal heads: 2 voxels on one head of four is 0.005 mL each on average
+    four = [scans[0], scans[1], *[(lambda t: blood_free, blood_free, 0.01)] * 3]
+    table4 = choose_threshold(four, max_false_ml=0.01)[1]
+    assert table4.loc[0.5, "eligible"] and table4.loc[0.5, "mean_false_ml"] == pytest.approx(0.005)
+    assert table4.loc[0.5, "max_false_ml"] == pytest.approx(0.02)
     with pytest.raises(HemolabError):
         choose_threshold([])
     with pytest.raises(HemolabError):
@@ -183,6 +205,7 @@ def test_describe_recipe_names_every_departure_of_a_cpu_profile_and_none_of_full
     assert {"loss", "monitor", "crop_head", "synthetic_train", "tune_threshold", "min_component_ml"} <= set(
         small.index
     )
+    assert "blood_free_calibration" in small.index
     assert small.loc["loss", "this profile"] == "dice_bce" and small.loc["loss", "full (paper)"] == "dice"
     patel = describe_recipe(patel_settings("small"), patel_settings("full"))
     assert {"hu_window", "optimizer", "fg_fraction", "hard_negative_fraction", "tune_threshold"} <= set(
@@ -275,9 +298,46 @@ def test_tune_threshold_chooses_the_snapshot_whose_whole_scan_masks_are_best(tmp
     assert float(read_checkpoint(tmp_path / "b0.pt")["model_state"]["w"]) == 0.0
 
 
+def test_tune_run_checks_the_false_alarm_budget_on_blood_free_calibration_heads(tmp_path, monkeypatch):
+    """Validation scans with blood only: the threshold is free; one calibration head with a false alarm
+    between p 0.6 and 0.8 makes the budget push it to 0.8 (the run's settings ask for one such head)."""
+    from hemolab.checkpoint import read_checkpoint, save_checkpoint
+    from hemolab.training import threshold as thr
+
+    scans = [_Scan(True, 0.0), _Scan(True, 100.0)]
+    normal = _Scan(False, 200.0)
+    labels = {s.image.GetOrigin()[0]: array_from_image(s.label) > 0 for s in [*scans, normal]}
+
+    def segment(image, model, meta, cavity=None):
+        ref = labels[image.GetOrigin()[0]]
+        prob = 0.9 * ref.astype(np.float32)
+        if image.GetOrigin()[0] == 200.0:
+            prob[0:4, 0:4, 0:2] = 0.75  # a 32-voxel false alarm (0.64 mL) on the normal head
+        return __import__("types").SimpleNamespace(probability_array=lambda: prob)
+
+    calls = []
+    monkeypatch.setattr(
+        thr, "blood_free_cases", lambda profile, n, seed: calls.append((profile, n, seed)) or [normal] * n
+    )
+    meta = patel_meta(patel_settings("tiny")).replace(restrict_to_cranial_cavity=False, min_component_ml=0.0)
+    for n, expected in ((0, 0.5), (1, 0.8)):
+        save_checkpoint(tmp_path / "best.pt", _Which(), meta.replace(best_epoch=3), overwrite=True)
+        settings = patel_settings("tiny", blood_free_calibration=n, snapshot_every=0)
+        assert thr.tune_run(_Which(), tmp_path, scans, segment, settings, seed=7) == expected
+        assert read_checkpoint(tmp_path / "best.pt")["meta"]["threshold"] == expected
+    assert calls == [("tiny", 0, 7), ("tiny", 1, 7)]
+    assert (
+        patel_settings("small").blood_free_calibration > 0
+        and cnnds_settings("small").blood_free_calibration > 0
+    )
+    assert patel_settings("full").blood_free_calibration == 0 == cnnds_settings("full").blood_free_calibration
+    with pytest.raises(HemolabError, match="blood_free_calibration"):
+        cnnds_settings("small", blood_free_calibration=-1)
+
+
 @pytest.mark.parametrize(
     "settings_of, small_epochs, paper_decay",
-    [(patel_settings, [24, 30, 36], "constant"), (cnnds_settings, [16, 20, 24], "plateau")],
+    [(patel_settings, [24, 30, 36], "constant"), (cnnds_settings, [24, 30, 36], "plateau")],
 )
 def test_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_paper(
     settings_of, small_epochs, paper_decay
@@ -289,6 +349,7 @@ def test_cpu_profiles_choose_the_epoch_on_whole_scans_and_full_keeps_the_paper(
     assert (
         small.max_calcified_fraction == 0.25 and full.max_calcified_fraction == 0.0
     )  # the papers have no such rule
+    assert small.min_cluster_median_hu == 42.0 and full.min_cluster_median_hu == 0.0
     assert settings_of("small", tune_threshold=False).snapshot_epochs == []  # nothing would choose
     with pytest.raises(HemolabError, match="lr_decay must be one of"):
         settings_of("small", lr_decay="step")

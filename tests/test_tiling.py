@@ -324,9 +324,35 @@ def test_calcified_clusters_are_removed_and_bleeds_against_bone_kept():
         finish_mask(prob, 0.5, (1.0, 1.0, 1.0), hu=hu, max_calcified_fraction=0.25), kept
     )
     np.testing.assert_array_equal(finish_mask(prob, 0.5, (1.0, 1.0, 1.0)), mask)  # the papers: no such rule
-    with pytest.raises(HemolabError, match="needs the scan's HU"):
+    with pytest.raises(HemolabError, match="the scan's HU"):
         finish_mask(prob, 0.5, (1.0, 1.0, 1.0), max_calcified_fraction=0.25)
     with pytest.raises(HemolabError, match="does not match"):
         remove_calcified_components(mask, hu[:, :, :5], 0.25)
     with pytest.raises(HemolabError, match=r"\[0, 1\)"):
         remove_calcified_components(mask, hu, 1.0)
+
+
+def test_clusters_that_read_like_brain_are_removed_and_bleeds_kept():
+    from hemolab.segment.postprocess import ACUTE_BLOOD_MEDIAN_HU, finish_mask, remove_isodense_components
+
+    hu = np.full((30, 30, 10), 30.0)
+    mask = np.zeros(hu.shape, bool)
+    mask[2:8, 2:8, 2:6] = True  # a halo of grey matter (39 HU) around a calcified core: median 39
+    hu[2:8, 2:8, 2:6] = 39.0
+    hu[4:6, 4:6, 3:5] = 300.0
+    mask[15:25, 15:25, 2:6] = True  # a bleed (60 HU) whose partial-volume rim reads 35 HU: median 60
+    hu[15:25, 15:25, 2:6] = 60.0
+    hu[15, 15:25, 2:6] = 35.0
+    kept = remove_isodense_components(mask, hu, ACUTE_BLOOD_MEDIAN_HU)
+    assert not kept[2:8, 2:8, 2:6].any() and kept[15:25, 15:25, 2:6].all()
+    assert 41 < ACUTE_BLOOD_MEDIAN_HU < 50  # above grey matter, below acute blood
+    assert remove_isodense_components(mask, hu, 30.0).sum() == mask.sum()  # a lower bar keeps both
+    assert not remove_isodense_components(np.zeros_like(mask), hu, 42.0).any()
+    prob = mask.astype(np.float32)
+    np.testing.assert_array_equal(
+        finish_mask(prob, 0.5, (1.0, 1.0, 1.0), hu=hu, min_cluster_median_hu=ACUTE_BLOOD_MEDIAN_HU), kept
+    )
+    with pytest.raises(HemolabError, match="the scan's HU"):
+        finish_mask(prob, 0.5, (1.0, 1.0, 1.0), min_cluster_median_hu=42.0)
+    with pytest.raises(HemolabError, match="does not match"):
+        remove_isodense_components(mask, hu[:, :, :5], 42.0)

@@ -281,8 +281,12 @@ def test_checkpoint_round_trip_cnnds(tmp_path):
     with torch.inference_mode():
         np.testing.assert_array_equal(model(x).numpy(), loaded(x).numpy())
     torch.load(path, weights_only=True)
-    save_checkpoint(tmp_path / "rule.pt", model, meta.replace(max_calcified_fraction=0.25))
-    assert load_checkpoint(tmp_path / "rule.pt", device="cpu")[1].max_calcified_fraction == 0.25
+    assert meta.min_cluster_median_hu == 0.0  # nor a density rule
+    save_checkpoint(
+        tmp_path / "rule.pt", model, meta.replace(max_calcified_fraction=0.25, min_cluster_median_hu=42.0)
+    )
+    ruled = load_checkpoint(tmp_path / "rule.pt", device="cpu")[1]
+    assert ruled.max_calcified_fraction == 0.25 and ruled.min_cluster_median_hu == 42.0
     # wrong arch in the meta: a clear error
     save_checkpoint(tmp_path / "wrong.pt", model, meta.replace(arch="unet9000"))
     with pytest.raises(HemolabError, match="unknown network architecture 'unet9000'"):

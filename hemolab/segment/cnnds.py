@@ -98,6 +98,7 @@ def segment_cnnds(
     prob_arr = probability_on_scan(prob_grid, image)
     keep = cavity if meta.restrict_to_cranial_cavity else None
     mask = finish_mask(prob_arr, thr, image.GetSpacing(), cavity=keep, min_component_ml=meta.min_component_ml,
-                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
+                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction,
+                       min_cluster_median_hu=meta.min_cluster_median_hu)  # fmt: skip
     timings["postprocess"] = time.perf_counter() - t2
     return make_result(image, prob_arr, mask, thr, timings, t0)

@@ -129,6 +129,7 @@ def segment_patel(
     timings["cavity"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     mask = finish_mask(prob, thr, image.GetSpacing(), cavity=cav, min_component_ml=meta.min_component_ml,
-                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction)  # fmt: skip
+                       hu=calcification_hu(image, meta), max_calcified_fraction=meta.max_calcified_fraction,
+                       min_cluster_median_hu=meta.min_cluster_median_hu)  # fmt: skip
     timings["postprocess"] = time.perf_counter() - t3
     return make_result(image, prob, mask, thr, timings, t0)

@@ -3,7 +3,9 @@
 Patel et al. 2019, Methods, "Post-processing" (docs/methods.md §2.5): every cluster smaller than 0.1 mL is
 removed from the thresholded probability map.
 The CPU profiles add a calcification rule (docs/methods.md §5.1, item 8): a cluster most of whose voxels are
-brighter than acute blood ever is (:data:`CALCIFIED_HU`) is a calcification or bone, not a bleed.
+brighter than acute blood ever is (:data:`CALCIFIED_HU`) is a calcification or bone, not a bleed; and a
+density rule (item 9): a cluster whose median HU is that of brain (:data:`ACUTE_BLOOD_MEDIAN_HU`) is not
+acute blood.
 Our choices: connected components use 26-connectivity (voxels touching at a corner belong to the same
 cluster, the most conservative choice for removing clusters); the prediction is restricted to the
 cranial cavity *before* small clusters are removed, so that a cluster cut by the cavity boundary is
@@ -144,9 +146,53 @@ def remove_calcified_components(
     return keep[labels]
 
 
+#: The lowest median HU a cluster of acute blood has in the CPU recipes (docs/methods.md §5.1, item 9): grey
+#: matter reads 37-41 HU, acute blood 50-90 HU, and expert masks of it have a median near 56 HU.
+ACUTE_BLOOD_MEDIAN_HU = 42.0
+
+
+def remove_isodense_components(
+    mask, hu: np.ndarray, min_median_hu: float, connectivity: int = 26
+) -> np.ndarray:
+    """Remove every cluster whose median HU is below ``min_median_hu``: it reads like brain, not acute blood.
+
+    Acute blood is hyperdense (50-90 HU). A network on a small budget learns "brighter than its
+    surroundings" and calls a halo of brain around a calcification, a dense band or a partial-volume rim
+    blood: clusters whose voxels are mostly grey-matter-bright (37-41 HU). A radiologist's first question,
+    "is it denser than brain?", as code (docs/methods.md §5.1, item 9). A bleed keeps its cluster: its
+    median is that of blood, whatever its partial-volume rim reads.
+
+    Args:
+        mask: binary mask ``[x, y, z]``.
+        hu: the scan in HU, same shape.
+        min_median_hu: clusters with a lower median HU are removed (e.g. :data:`ACUTE_BLOOD_MEDIAN_HU`).
+        connectivity: 6, 18 or 26 neighbours (default 26, as the size rule).
+
+    Returns:
+        A boolean mask of the same shape.
+
+    Raises:
+        HemolabError: for a non-binary mask or an image of another shape.
+    """
+    m = check_mask(mask)
+    hu = np.asarray(hu)
+    if hu.shape != m.shape:
+        raise HemolabError(f"the HU image of shape {hu.shape} does not match the mask's {m.shape}")
+    labels, n = ndimage.label(m, structure=_structure(connectivity))
+    if n == 0:
+        return m.copy()
+    medians = np.asarray(ndimage.median(hu, labels, index=np.arange(1, n + 1)), dtype=float)
+    keep = np.concatenate([[False], medians >= float(min_median_hu)])
+    return keep[labels]
+
+
 def calcification_hu(image: sitk.Image, meta) -> np.ndarray | None:
-    """The scan's HU array when ``meta`` asks for the calcification rule (``max_calcified_fraction > 0``), else ``None``."""
-    return array_from_image(image) if getattr(meta, "max_calcified_fraction", 0.0) > 0 else None
+    """The scan's HU array when ``meta`` asks for an HU rule (``max_calcified_fraction > 0`` or
+    ``min_cluster_median_hu > 0``), else ``None``."""
+    wants = (
+        getattr(meta, "max_calcified_fraction", 0.0) > 0 or getattr(meta, "min_cluster_median_hu", 0.0) > 0
+    )
+    return array_from_image(image) if wants else None
 
 
 def finish_mask(
@@ -158,6 +204,7 @@ def finish_mask(
     min_component_ml: float = 0.0,
     hu: np.ndarray | None = None,
     max_calcified_fraction: float = 0.0,
+    min_cluster_median_hu: float = 0.0,
 ) -> np.ndarray:
     """Probability map to mask, the one way every pipeline does it: threshold, cavity, clusters.
 
@@ -172,15 +219,17 @@ def finish_mask(
         spacing: voxel size in mm.
         cavity: boolean cranial-cavity mask of the same shape, or ``None``.
         min_component_ml: smallest cluster kept, in mL.
-        hu: the scan in HU (same shape), needed when ``max_calcified_fraction > 0``.
+        hu: the scan in HU (same shape), needed for either HU rule.
         max_calcified_fraction: remove clusters with a larger share of voxels above :data:`CALCIFIED_HU`
             (:func:`remove_calcified_components`; 0: no such rule, as in the papers).
+        min_cluster_median_hu: then remove clusters whose median HU is lower
+            (:func:`remove_isodense_components`; 0: no such rule, as in the papers).
 
     Returns:
         Boolean mask ``[x, y, z]``.
 
     Raises:
-        HemolabError: for a cavity of another shape, or a calcification rule without the HU image.
+        HemolabError: for a cavity of another shape, or an HU rule without the HU image.
     """
     mask = np.asarray(probability) >= threshold
     if cavity is not None:
@@ -190,12 +239,14 @@ def finish_mask(
                 f"cavity mask of shape {cavity.shape} does not match the probability's {mask.shape}"
             )
         mask &= cavity > 0
+    if (max_calcified_fraction > 0 or min_cluster_median_hu > 0) and hu is None:
+        raise HemolabError(
+            "the HU rules (max_calcified_fraction > 0, min_cluster_median_hu > 0) need the scan's HU (hu=...)"
+        )
     if max_calcified_fraction > 0:
-        if hu is None:
-            raise HemolabError(
-                "the calcification rule (max_calcified_fraction > 0) needs the scan's HU (hu=...)"
-            )
         mask = remove_calcified_components(mask, hu, max_calcified_fraction)
+    if min_cluster_median_hu > 0:
+        mask = remove_isodense_components(mask, hu, min_cluster_median_hu)
     if min_component_ml > 0:
         mask = remove_small_components(mask, spacing, min_component_ml)
     return mask

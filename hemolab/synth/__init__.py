@@ -8,13 +8,19 @@ Modules: :mod:`~hemolab.synth.grid` (voxel grids, smooth random fields), :mod:`~
 (the head), :mod:`~hemolab.synth.bleeds` (haemorrhage types), :mod:`~hemolab.synth.scanner` (blur, streaks,
 noise), :mod:`~hemolab.synth.raters` (three raters, majority vote), :mod:`~hemolab.synth.cohort` (the writer),
 :mod:`~hemolab.synth.realism` (the same realism measurements on real and synthetic CT: parenchyma HU, noise
-SD and texture, the band under the inner table, label HU; :func:`realism_stats`,
-:func:`inner_table_profile`, :func:`label_hu_stats`).
+SD and texture, the band under the inner table, the denser skull base and vertex, label HU; :func:`realism_stats`,
+:func:`inner_table_profile`, :func:`skull_base_profile`, :func:`vertex_profile`, :func:`label_hu_stats`).
 """
 
 from hemolab.synth.bleeds import BLEED_TYPES
 from hemolab.synth.cohort import PROFILE_SPECS, CasePlan, SynthCase, generate_case, make_cohort, plan_cohort
-from hemolab.synth.realism import inner_table_profile, label_hu_stats, realism_stats
+from hemolab.synth.realism import (
+    inner_table_profile,
+    label_hu_stats,
+    realism_stats,
+    skull_base_profile,
+    vertex_profile,
+)
 
 __all__ = [
     "BLEED_TYPES",
@@ -23,6 +29,8 @@ __all__ = [
     "SynthCase",
     "generate_case",
     "inner_table_profile",
+    "skull_base_profile",
+    "vertex_profile",
     "label_hu_stats",
     "make_cohort",
     "plan_cohort",

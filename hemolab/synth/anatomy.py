@@ -174,6 +174,11 @@ def sample_head_params(grid: Grid, rng: np.random.Generator) -> dict:
         "table_band_hu": rng.uniform(12.0, 30.0),
         "table_band_mm": rng.uniform(3.5, 5.5),
         "table_band_front": rng.uniform(0.1, 0.35),
+        "skull_base_hu": rng.uniform(12.0, 24.0),
+        "skull_base_mm": rng.uniform(18.0, 30.0),
+        "skull_base_front": rng.uniform(0.5, 0.9),
+        "vertex_hu": rng.uniform(24.0, 40.0),
+        "vertex_mm": rng.uniform(10.0, 16.0),
         "pineal_calcified": bool(rng.uniform() < 0.55),
         "choroid_calcified": bool(rng.uniform() < 0.4),
         "falx_calcified": bool(rng.uniform() < 0.1),
@@ -354,6 +359,26 @@ def build_head(grid: Grid, rng: np.random.Generator, params: dict | None = None)
     paint(img, lateral_pf * near_table * cavity, sinus_hu)
     del lateral_pf
     paint(img, slab(xr, 7.0 * k, h) * near_table * soft((zv - 10.0 * k) - zr, h) * cavity, sinus_hu)  # SSS
+    # a denser skull base: on real head CT the brain of the lowest slices -- the posterior fossa between the
+    # petrous bones above all -- reads 5-18 HU denser than the same tissue higher up (beam hardening by the
+    # dense skull base; partial volume with the floor in thick slices): on the shipped real scan the median
+    # intracranial HU climbs from ~29 to ~47 over the lowest 3-4 cm (realism.skull_base_profile). Not blood;
+    # without it, networks called the cerebellum next to the petrous ridges and the transverse sinuses a bleed.
+    # Beam hardening acts on the axial slice that holds the dense bone, so the rise follows the slice's
+    # height above the lowest slice of the cavity, strongest behind the petrous ridges.
+    pf_weight = p["skull_base_front"] + (1.0 - p["skull_base_front"]) * _sigmoid((yr - y_pet) / (6.0 * k))
+    pf_weight *= np.clip(1.0 + 0.3 * smooth_field(grid, rng, 15.0), 0.6, 1.4)
+    in_slice = np.nonzero((cavity > 0.5).any(axis=(0, 1)))[0]
+    z_low = float(Z.ravel()[in_slice[0]]) if in_slice.size else 0.0
+    rise = np.exp(-np.maximum(Z - f32(z_low), 0.0) / f32(p["skull_base_mm"]))
+    img += f32(p["skull_base_hu"]) * pf_weight * rise * cavity
+    # the same at the vertex, over a shorter distance: the highest slices cut the calvarium tangentially and
+    # mix it into the little brain they hold (the shipped real scan: +16 HU over the top 1 cm of brain)
+    z_high = float(Z.ravel()[in_slice[-1]]) if in_slice.size else 0.0
+    rise = np.exp(-np.maximum(f32(z_high) - Z, 0.0) / f32(p["vertex_mm"]))
+    pf_weight = np.clip(1.0 + 0.3 * smooth_field(grid, rng, 15.0), 0.6, 1.4)
+    img += f32(p["vertex_hu"]) * pf_weight * rise * cavity
+    del pf_weight, rise
     del behind, tent, near_table, y_pet
     # a dense band under the inner table (dura, the cortex's partial volume with bone in thick slices,
     # residual beam hardening): on the real head CT shipped with hemolab the intracranial voxels 2-4 mm from

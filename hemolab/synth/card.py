@@ -105,7 +105,11 @@ def cohort_card(profile: str | None = None, seed: int = 0) -> str:
         "a network that never saw them calls them blood); never in the truth; and a **dense band under the inner "
         "table** (dura, the cortex's partial volume with bone, residual beam hardening: 12–30 HU above the brain "
         "beneath, fading over about 1 cm, strongest at the back of the head and the vertex), measured on the "
-        "shipped real scan (`hemolab.synth.realism.inner_table_profile`).",
+        "shipped real scan (`hemolab.synth.realism.inner_table_profile`); and a **denser skull base**: the brain of "
+        "the lowest slices 12–24 HU above the middle of the brain at the floor, falling off over 2–3 cm, strongest "
+        "behind the petrous ridges (beam hardening, partial volume with the floor), and a **denser vertex** (the "
+        "top centimetre of brain 24–40 HU above the middle at the highest slice, where the calvarium is cut "
+        "tangentially), both measured the same way (`hemolab.synth.realism.skull_base_profile`, `vertex_profile`).",
         "- **three raters** per case, each shifting the bleed's boundary a little (a personal bias), sometimes "
         "missing part of a thin subarachnoid bleed or a first/last slice, one of them sometimes calling a "
         "calcification blood; the reference label is their **majority vote** (at least 2 of 3), as in Arab 2020. "

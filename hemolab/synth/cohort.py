@@ -271,7 +271,7 @@ def generate_case(plan: CasePlan) -> SynthCase:
 #: The generator's release, written to ``dataset.json``: raised whenever the same plan gives other images, so
 #: that :func:`hemolab.datasets.ensure_cohort` makes a cohort of the current generator instead of reusing one
 #: an older hemolab wrote (2: the dense band under the inner table; oedema no longer covers calcifications).
-GENERATOR_RELEASE = "2"
+GENERATOR_RELEASE = "3"
 
 
 def _dataset_json(plans: list[CasePlan], profile: str, seed: int) -> dict:

@@ -14,6 +14,10 @@ head CT (``benchmarks/synth_realism.py`` prints both):
   the back and at the front of the head (:func:`inner_table_profile`). Real head CT is denser near the inner
   table than the brain beneath (dura, the cortex's partial volume with bone in thick slices, residual beam
   hardening), most at the back: a band a network that never saw it calls a thin subdural bleed.
+* **skull base and vertex**: how much denser than the middle of the brain the brain of the lowest and of the
+  highest few centimetres of slices is (:func:`skull_base_profile`, :func:`vertex_profile`). Real head CT
+  reads denser there (beam hardening by the dense skull base, partial volume with the floor; the calvarium
+  cut tangentially at the top): a network that never saw it calls the cerebellum or the vertex a bleed.
 * **label HU**: percentiles of the HU under a label, and the share of label voxels above 150 HU (bone or
   calcification: not blood) outside the label's partial-volume *rim* (label voxels with a 6-neighbour
   outside the label).
@@ -164,15 +168,7 @@ def inner_table_profile(image_hu: np.ndarray, spacing: Sequence[float]) -> dict:
     Raises:
         HemolabError: if the image is not 3D.
     """
-    img = np.asarray(image_hu, dtype=np.float32)
-    if img.ndim != 3:
-        raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
-    bone = img > 300.0
-    cavity = np.zeros_like(bone)
-    for z in range(img.shape[2]):
-        if bone[:, :, z].any():
-            cavity[:, :, z] = ndi.binary_fill_holes(bone[:, :, z])
-    cavity &= ~bone
+    img, bone, cavity = _intracranial_space(image_hu)
     out: dict = {"bins_mm": INNER_TABLE_BINS_MM}
     if not cavity.any():
         nan = float("nan")
@@ -187,6 +183,108 @@ def inner_table_profile(image_hu: np.ndarray, spacing: Sequence[float]) -> dict:
             medians.append(float(np.median(v)) if v.size >= 20 else float("nan"))
         out[name] = medians
     return out
+
+
+def _intracranial_space(image_hu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image, bone, intracranial space)``: bone > 300 HU filled in 2D slice by slice, bone removed."""
+    img = np.asarray(image_hu, dtype=np.float32)
+    if img.ndim != 3:
+        raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
+    bone = img > 300.0
+    cavity = np.zeros_like(bone)
+    for z in range(img.shape[2]):
+        if bone[:, :, z].any():
+            cavity[:, :, z] = ndi.binary_fill_holes(bone[:, :, z])
+    cavity &= ~bone
+    return img, bone, cavity
+
+
+#: Heights (mm) above the lowest axial slice of the brain at which :func:`skull_base_profile` measures.
+SKULL_BASE_BINS_MM: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 45.0))
+#: The heights (mm) whose median is the reference: the middle of the brain, far from the skull base.
+SKULL_BASE_REFERENCE_MM: tuple[float, float] = (60.0, 100.0)
+
+
+def skull_base_profile(
+    image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray | None = None
+) -> dict:
+    """How much denser the brain of the lowest axial slices is than the middle of the brain, in HU.
+
+    On real head CT the posterior fossa and the lowest slices of the temporal lobes read denser than the
+    same tissue higher up: the dense skull base hardens the beam, and thick slices mix brain with the floor.
+    A network trained on heads without this calls the cerebellum a bleed. The brain-range voxels (15-90 HU:
+    no CSF, bone or calcification) of the cranial cavity are pooled by their slice's height above the lowest
+    axial slice that holds at least 20 cm2 of cavity (the image's third axis runs from the feet to the head,
+    as in the LPS arrays hemolab reads). The skull is open at the base, so the cavity is
+    :func:`hemolab.preprocess.cranial_cavity_mask` (closing and erosion), not a 2D fill of the bone.
+
+    Args:
+        image_hu: the scan in HU, indexed ``[x, y, z]``.
+        spacing: voxel size ``(sx, sy, sz)`` in mm.
+        cavity: the cranial cavity, same shape (default: :func:`hemolab.preprocess.cranial_cavity_mask`).
+
+    Returns:
+        ``{"rise": [median HU per bin minus the reference median], "reference_hu": float,
+        "bins_mm": SKULL_BASE_BINS_MM}``; NaN where a bin or the reference has fewer than 20 voxels.
+
+    Raises:
+        HemolabError: if the image is not 3D or the cavity does not match it.
+    """
+    img = np.asarray(image_hu, dtype=np.float32)
+    if img.ndim != 3:
+        raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
+    if cavity is None:
+        from hemolab.io import array_from_image, image_from_array
+        from hemolab.preprocess import cranial_cavity_mask
+
+        cavity = array_from_image(cranial_cavity_mask(image_from_array(img, spacing=tuple(spacing))))
+    cavity = np.asarray(cavity).astype(bool)
+    if cavity.shape != img.shape:
+        raise HemolabError(f"cavity of shape {cavity.shape} does not match the image's {img.shape}")
+    sx, sy, sz = (float(s) for s in spacing)
+    nan = float("nan")
+    area_cm2 = cavity.sum(axis=(0, 1)) * sx * sy / 100.0
+    slices = np.nonzero(area_cm2 >= 20.0)[0]
+    out: dict = {"bins_mm": SKULL_BASE_BINS_MM, "rise": [nan] * len(SKULL_BASE_BINS_MM), "reference_hu": nan}
+    if slices.size == 0:
+        return out
+    height = (np.arange(img.shape[2]) - slices[0]) * sz
+    brain = cavity & (img > 15.0) & (img < 90.0)
+
+    def median_between(lo: float, hi: float) -> float:
+        zs = np.nonzero((height >= lo) & (height < hi) & (area_cm2 >= 20.0))[0]
+        v = img[:, :, zs][brain[:, :, zs]]
+        return float(np.median(v)) if v.size >= 20 else nan
+
+    out["reference_hu"] = median_between(*SKULL_BASE_REFERENCE_MM)
+    out["rise"] = [median_between(lo, hi) - out["reference_hu"] for lo, hi in SKULL_BASE_BINS_MM]
+    return out
+
+
+def vertex_profile(image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray | None = None) -> dict:
+    """:func:`skull_base_profile` from the top: heights below the highest axial slice of the brain.
+
+    The highest slices cut the calvarium tangentially, and thick slices mix it into the little brain they
+    hold: on real head CT the top centimetre of brain reads denser than the middle, where networks trained
+    without it called blood.
+
+    Returns:
+        As :func:`skull_base_profile`, the bins counted down from the top.
+
+    Raises:
+        HemolabError: if the image is not 3D or the cavity does not match it.
+    """
+    img = np.asarray(image_hu)
+    if img.ndim != 3:
+        raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
+    flipped = None if cavity is None else np.asarray(cavity)[:, :, ::-1]
+    if cavity is None:
+        from hemolab.io import array_from_image, image_from_array
+        from hemolab.preprocess import cranial_cavity_mask
+
+        im = image_from_array(np.asarray(img, dtype=np.float32), spacing=tuple(spacing))
+        flipped = array_from_image(cranial_cavity_mask(im))[:, :, ::-1]
+    return skull_base_profile(img[:, :, ::-1], spacing, cavity=flipped)
 
 
 def label_rim(label: np.ndarray) -> np.ndarray:
@@ -240,7 +338,11 @@ def label_hu_stats(image_hu: np.ndarray, label: np.ndarray) -> dict:
 
 __all__ = [
     "INNER_TABLE_BINS_MM",
+    "SKULL_BASE_BINS_MM",
+    "SKULL_BASE_REFERENCE_MM",
     "inner_table_profile",
+    "skull_base_profile",
+    "vertex_profile",
     "label_hu_stats",
     "label_rim",
     "parenchyma_mask",

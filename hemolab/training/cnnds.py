@@ -37,11 +37,12 @@ from hemolab.losses import DiceBCELossOnBatch, DiceLossOnBatch
 from hemolab.models.cnnds import CNNDS
 from hemolab.preprocess import CNNDS_HU_RANGE, cnnds_grid
 from hemolab.segment import segment_cnnds
+from hemolab.segment.postprocess import ACUTE_BLOOD_MEDIAN_HU
 from hemolab.training.data import make_cnnds_loaders
 from hemolab.training.engine import Hook, Snapshots, fit
 from hemolab.training.history import History
 from hemolab.training.schedule import SnapshotChoice
-from hemolab.training.threshold import tune_threshold
+from hemolab.training.threshold import tune_run
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,16 @@ class CNNDSSettings(ProfileSettings, SnapshotChoice):
         min_component_ml: at inference remove clusters smaller than this (0: none).
         max_calcified_fraction: at inference remove clusters with a larger share of voxels above 120 HU
             (calcification, not blood; 0: none, the paper).
+        min_cluster_median_hu: at inference remove clusters whose median HU is lower (brain, not acute
+            blood; :func:`hemolab.segment.postprocess.remove_isodense_components`; 0: none, the paper).
         lr_decay: ``"plateau"`` (the paper: halved after ``lr_patience`` epochs without improvement) or
             ``"cosine"`` (annealed to zero at ``max_epochs``; :class:`hemolab.training.engine.Schedule`).
         snapshot_every: with ``tune_threshold``, the weights of every ``snapshot_every``-th epoch of the
             second half of the run are kept too, and the epoch is chosen with the threshold on the whole
             validation scans (:class:`hemolab.training.schedule.SnapshotChoice`); 0: by ``monitor``.
+        blood_free_calibration: with ``tune_threshold``, synthetic heads without haemorrhage added to the
+            scans the threshold and epoch are chosen on, for the false-alarm budget
+            (:func:`hemolab.training.data.blood_free_cases`); never trained or validated on.
         grid_depths, grid_lrs, grid_dropouts: the values :func:`hemolab.training.grid_search` tries.
     """
 
@@ -109,8 +115,10 @@ class CNNDSSettings(ProfileSettings, SnapshotChoice):
     restrict_to_cranial_cavity: bool = False
     min_component_ml: float = 0.0
     max_calcified_fraction: float = 0.0
+    min_cluster_median_hu: float = 0.0
     lr_decay: str = "plateau"
     snapshot_every: int = 0
+    blood_free_calibration: int = 0
     grid_depths: tuple[int, ...] = (3, 4, 5, 6)
     grid_lrs: tuple[float, ...] = (1e-2, 5e-3, 1e-3, 5e-4, 1e-4)
     grid_dropouts: tuple[float, ...] = (0.3, 0.4, 0.5)
@@ -145,6 +153,7 @@ _CPU_RECIPE: dict[str, Any] = {
     "restrict_to_cranial_cavity": True,
     "min_component_ml": 0.1,
     "max_calcified_fraction": 0.25,
+    "min_cluster_median_hu": ACUTE_BLOOD_MEDIAN_HU,
     "lr_decay": "cosine",
 }
 
@@ -170,16 +179,17 @@ def cnnds_settings(profile: str | None = None, **overrides: Any) -> CNNDSSetting
             base_filters=8,
             depth=4,
             lr=5e-3,
-            max_epochs=24,
+            max_epochs=36,
             lr_patience=3,
-            stop_patience=24,
+            stop_patience=36,
             grid_depths=(3, 4),
             grid_lrs=(5e-3,),
             grid_dropouts=(0.3,),
             **_CPU_RECIPE,
             synthetic_train=40,
             min_val_cases=12,
-            snapshot_every=4,
+            snapshot_every=6,
+            blood_free_calibration=6,
         )
     else:
         s = CNNDSSettings(
@@ -197,6 +207,7 @@ def cnnds_settings(profile: str | None = None, **overrides: Any) -> CNNDSSetting
             synthetic_train=2,
             min_val_cases=2,
             snapshot_every=1,
+            blood_free_calibration=1,
             grid_lrs=(5e-3,),
             grid_dropouts=(0.3,),
         )
@@ -219,6 +230,7 @@ def cnnds_meta(settings: CNNDSSettings, **more: Any) -> CheckpointMeta:
         restrict_to_cranial_cavity=settings.restrict_to_cranial_cavity,
         min_component_ml=settings.min_component_ml,
         max_calcified_fraction=settings.max_calcified_fraction,
+        min_cluster_median_hu=settings.min_cluster_median_hu,
         **more,
     )
 
@@ -306,13 +318,7 @@ def train_cnnds(
         channels_last=True,
     )
     if settings.tune_threshold:
-        tune_threshold(
-            model,
-            history.run_dir / "best.pt",
-            val_loader.dataset.cases,
-            segment_cnnds,
-            snapshots=Snapshots.paths(history.run_dir) if settings.snapshot_epochs else (),
-        )
+        tune_run(model, history.run_dir, val_loader.dataset.cases, segment_cnnds, settings, seed)
     return history
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,7 @@ class CachedCNNDSDataset(Dataset):
 
 #: Cohort seeds of the synthetic cases added to a training run (:func:`synthetic_cases`): far from the
 #: course's cohort (seed 0) and from the cohorts the benchmarks evaluate on, so a run never sees them.
-POOL_SEEDS: dict[str, int] = {"train": 10_000, "validation": 20_000}
+POOL_SEEDS: dict[str, int] = {"train": 10_000, "validation": 20_000, "calibration": 30_000}
 
 
 class SyntheticCase:
@@ -141,6 +142,31 @@ def synthetic_cases(profile: str, n_cases: int, seed: int = 0, split: str = "tra
     if split not in POOL_SEEDS:
         raise HemolabError(f"split must be one of {', '.join(POOL_SEEDS)}, got {split!r}")
     return [SyntheticCase(p) for p in plan_cohort(int(n_cases), POOL_SEEDS[split] + int(seed), profile)]
+
+
+def blood_free_cases(profile: str, n_cases: int, seed: int = 0) -> list[SyntheticCase]:
+    """``n_cases`` synthetic heads without haemorrhage, for the false-alarm budget of the threshold choice.
+
+    The threshold of a CPU profile is the best one at which the blood-free validation scans get on average
+    at most 0.5 mL (:mod:`hemolab.training.threshold`). A cohort's validation split holds one or two
+    blood-free scans (about 15% of a cohort), too few for that budget to hold on heads the network never
+    saw: a threshold that keeps one normal head clean can still call millilitres of blood on the next. Normal
+    heads are free to generate, so the CPU profiles add these (cohort seed ``POOL_SEEDS["calibration"] +
+    seed``: every head differs in shape, tissue, noise and calcifications; none has a bleed). They are
+    used only to choose the threshold and the epoch, never for training or for the validation loss.
+
+    Args:
+        profile: the cohort profile (grid, voxel size) of the heads.
+        n_cases: how many (0: none).
+        seed: the training run's seed.
+
+    Returns:
+        Cases (``case_id`` / ``load_image`` / ``load_label``) whose labels are empty.
+    """
+    if n_cases <= 0:
+        return []
+    plans = plan_cohort(int(n_cases), POOL_SEEDS["calibration"] + int(seed), profile)
+    return [SyntheticCase(replace(p, bleed_type="none", target_volume_ml=0.0)) for p in plans]
 
 
 def with_synthetic_cases(

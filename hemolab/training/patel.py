@@ -46,12 +46,13 @@ from hemolab.losses import WeightedCELoss
 from hemolab.models.patel import Patel3DCNN, patel_output_size
 from hemolab.preprocess import CNNDS_HU_RANGE, PATEL_HU_RANGE
 from hemolab.segment import segment_patel
+from hemolab.segment.postprocess import ACUTE_BLOOD_MEDIAN_HU
 from hemolab.training.data import with_synthetic_cases
 from hemolab.training.engine import Hook, Snapshots, Trainer, fit
 from hemolab.training.history import History
 from hemolab.training.patches import PatelPatchDataset, load_patel_volume, patel_augmentation
 from hemolab.training.schedule import SnapshotChoice
-from hemolab.training.threshold import tune_threshold
+from hemolab.training.threshold import tune_run
 from hemolab.validation import check_triple, check_window
 
 
@@ -78,6 +79,8 @@ class PatelSettings(ProfileSettings, SnapshotChoice):
         min_component_ml: clusters smaller than this are removed at inference (paper: 0.1 mL).
         max_calcified_fraction: at inference remove clusters with a larger share of voxels above 120 HU
             (calcification, not blood; 0: none, the paper).
+        min_cluster_median_hu: at inference remove clusters whose median HU is lower (brain, not acute
+            blood; :func:`hemolab.segment.postprocess.remove_isodense_components`; 0: none, the paper).
         bn_calibration_patches: training patches over which the batch-norm statistics are recomputed
             after every epoch (:func:`recalibrate_batch_norm`; 0 keeps PyTorch's running averages).
         optimizer: ``"sgd"`` (the paper: SGD with Nesterov momentum) or ``"adam"``.
@@ -94,6 +97,9 @@ class PatelSettings(ProfileSettings, SnapshotChoice):
         snapshot_every: with ``tune_threshold``, the weights of every ``snapshot_every``-th epoch of the
             second half of the run are kept too, and the epoch is chosen with the threshold on the whole
             validation scans (:func:`hemolab.training.threshold.tune_threshold`); 0: by the validation loss.
+        blood_free_calibration: with ``tune_threshold``, synthetic heads without haemorrhage added to the
+            scans the threshold and epoch are chosen on, for the false-alarm budget
+            (:func:`hemolab.training.data.blood_free_cases`); never trained or validated on.
     """
 
     KIND: ClassVar[str] = "Patel"
@@ -114,6 +120,7 @@ class PatelSettings(ProfileSettings, SnapshotChoice):
     stop_patience: int = 20
     min_component_ml: float = 0.1
     max_calcified_fraction: float = 0.0
+    min_cluster_median_hu: float = 0.0
     bn_calibration_patches: int = 16
     optimizer: str = "sgd"
     fg_fraction: float = 0.5
@@ -125,6 +132,7 @@ class PatelSettings(ProfileSettings, SnapshotChoice):
     hu_window: tuple[float, float] = PATEL_HU_RANGE
     lr_decay: str = "constant"
     snapshot_every: int = 0
+    blood_free_calibration: int = 0
 
     @property
     def output_size(self) -> tuple[int, int, int]:
@@ -170,6 +178,7 @@ _CPU_RECIPE: dict[str, Any] = {
     "tune_threshold": True,
     "lr_decay": "cosine",
     "max_calcified_fraction": 0.25,
+    "min_cluster_median_hu": ACUTE_BLOOD_MEDIAN_HU,
 }
 
 
@@ -198,12 +207,14 @@ def patel_settings(profile: str | None = None, **overrides: Any) -> PatelSetting
             "small", 8, True, (116, 116, 36), (220, 220, 60), batch_size=2, patches_per_epoch=32,
             val_patches=16, max_epochs=36, lr=1e-3, stop_patience=36, **_CPU_RECIPE,
             synthetic_train=26, min_val_cases=8, snapshot_every=6,
+            blood_free_calibration=6,
         )  # fmt: skip
     else:
         s = PatelSettings(
             "tiny", 4, True, (108, 108, 36), (124, 124, 44), batch_size=2, patches_per_epoch=8,
             val_patches=2, max_epochs=3, lr=1e-3, stop_patience=4, augment=True, **_CPU_RECIPE,
             synthetic_train=1, min_val_cases=2, bn_calibration_patches=4, snapshot_every=2,
+            blood_free_calibration=1,
         )  # fmt: skip
     return s.with_overrides(**overrides)
 
@@ -255,6 +266,7 @@ def patel_meta(settings: PatelSettings, **more: Any) -> CheckpointMeta:
         inference_output_size=settings.inference_output_size,
         min_component_ml=settings.min_component_ml,
         max_calcified_fraction=settings.max_calcified_fraction,
+        min_cluster_median_hu=settings.min_cluster_median_hu,
         restrict_to_cranial_cavity=True,
         **more,
     )
@@ -420,8 +432,5 @@ def train_patel(
         cpu_bf16=settings.cpu_bf16,
     )
     if settings.tune_threshold and val_loader is not None:
-        tune_threshold(
-            model, history.run_dir / "best.pt", val_loader.dataset.cases, segment_patel,
-            snapshots=Snapshots.paths(history.run_dir) if settings.snapshot_epochs else (),
-        )  # fmt: skip
+        tune_run(model, history.run_dir, val_loader.dataset.cases, segment_patel, settings, seed)
     return history

@@ -24,13 +24,18 @@ WHY: dict[str, str] = {
     "min_val_cases": "the best epoch and the threshold are chosen on at least this many scans, not two",
     "cpu_bf16": "bfloat16 autocast: about 2.5x faster per step on a CPU (benchmarks/README.md)",
     "tune_threshold": "an operating point chosen on the whole validation scans is stored in the checkpoint: the "
-    "best mean Dice on the bleeds among thresholds that leave every blood-free scan under 0.5 mL; an "
+    "best mean Dice on the bleeds among thresholds at which blood-free scans get at most 0.5 mL on average; an "
     "uncalibrated network's best threshold is not 0.5",
+    "blood_free_calibration": "synthetic heads without haemorrhage are added to the scans the threshold is "
+    "chosen on, so that the false-alarm budget holds on more than the one or two normal heads a validation "
+    "split has (never trained on)",
     "restrict_to_cranial_cavity": "only predictions inside the cranial cavity are kept (Patel's post-processing)",
     "min_component_ml": "clusters under this volume are removed (Patel's 0.1 mL rule)",
     "max_calcified_fraction": "a cluster more than this share of which is brighter than blood ever is (> 120 HU) "
     "is a calcification, not a bleed, and is removed: a small network calls the calcification trap and its "
     "halo blood",
+    "min_cluster_median_hu": "a cluster whose median HU is that of brain (below this) is not acute blood, which "
+    "is hyperdense: a small network calls the halo around a calcification or a dense band blood",
     "hu_window": "the HU range scaled to [0, 1]: over [0, 100] HU (CNN-DS's window) blood stands 5 times further "
     "from brain in the input than over [-200, 200], and a few hundred patches are enough to learn it",
     "optimizer": "Adam gets much further than SGD in the few hundred steps a CPU affords (the paper: 50,000 "

@@ -35,17 +35,19 @@ def check_lr_decay(value: str) -> str:
 class SnapshotChoice:
     """What the training settings of both networks share about choosing the kept epoch (a mixin).
 
-    A subclass is a frozen dataclass with the fields ``max_epochs``, ``tune_threshold``, ``lr_decay``
-    and ``snapshot_every``. With ``snapshot_every > 0`` (and the threshold tuned), the weights of every
+    A subclass is a frozen dataclass with the fields ``profile``, ``max_epochs``, ``tune_threshold``,
+    ``lr_decay``, ``snapshot_every`` and ``blood_free_calibration``. With ``snapshot_every > 0`` (and the threshold tuned), the weights of every
     ``snapshot_every``-th epoch of the second half of the run are kept besides the best epoch, and
     :func:`hemolab.training.threshold.tune_threshold` keeps the one best at its own threshold on the
     whole validation scans (docs/methods.md §5.1-5.2).
     """
 
+    profile: str
     max_epochs: int
     tune_threshold: bool
     lr_decay: str
     snapshot_every: int
+    blood_free_calibration: int
 
     @property
     def snapshot_epochs(self) -> list[int]:
@@ -60,16 +62,20 @@ class SnapshotChoice:
 
     @staticmethod
     def check_schedule_overrides(clean: dict) -> dict:
-        """``clean`` with its ``lr_decay`` checked and its ``snapshot_every`` a whole number >= 0.
+        """``clean`` with its ``lr_decay`` checked and ``snapshot_every`` / ``blood_free_calibration`` >= 0.
 
         Raises:
-            HemolabError: for an unknown schedule or a negative ``snapshot_every``.
+            HemolabError: for an unknown schedule or a negative ``snapshot_every`` or ``blood_free_calibration``.
         """
         if "lr_decay" in clean:
             clean["lr_decay"] = check_lr_decay(clean["lr_decay"])
         if int(clean.get("snapshot_every", 0)) < 0:
             raise HemolabError(
                 f"snapshot_every must be 0 (none) or a positive epoch step, got {clean['snapshot_every']}"
+            )
+        if int(clean.get("blood_free_calibration", 0)) < 0:
+            raise HemolabError(
+                f"blood_free_calibration must be a number of scans >= 0, got {clean['blood_free_calibration']}"
             )
         return clean
 
