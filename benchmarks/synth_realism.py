@@ -25,7 +25,8 @@ from collections import defaultdict
 import numpy as np
 import SimpleITK as sitk
 
-from hemolab.io import array_from_image, read_scan, sample_scan_path
+from hemolab.io import array_from_image, image_from_array, read_scan, sample_scan_path
+from hemolab.preprocess import cranial_cavity_mask
 from hemolab.synth import BLEED_TYPES, generate_case, plan_cohort
 from hemolab.synth.realism import (
     INNER_TABLE_BINS_MM,
@@ -48,8 +49,11 @@ def real_stats() -> dict:
     img = read_scan(sample_scan_path())
     out["real_read_scan"] = realism_stats(array_from_image(img), None, img.GetSpacing())
     out["real_read_scan"]["inner_table"] = inner_table_profile(array_from_image(img), img.GetSpacing())
-    out["real_read_scan"]["skull_base"] = skull_base_profile(array_from_image(img), img.GetSpacing())["rise"]
-    out["real_read_scan"]["vertex"] = vertex_profile(array_from_image(img), img.GetSpacing())["rise"]
+    cavity = array_from_image(cranial_cavity_mask(img)) > 0
+    out["real_read_scan"]["skull_base"] = skull_base_profile(array_from_image(img), img.GetSpacing(), cavity)[
+        "rise"
+    ]
+    out["real_read_scan"]["vertex"] = vertex_profile(array_from_image(img), img.GetSpacing(), cavity)["rise"]
     return out
 
 
@@ -64,8 +68,10 @@ def cohort_stats(profile: str, n_cases: int | None, seed: int = 0) -> tuple[dict
         scans.append(realism_stats(case.image, None, case.grid.spacing))
         if not case.truth.any():
             scans[-1]["inner_table"] = inner_table_profile(case.image, case.grid.spacing)
-            scans[-1]["skull_base"] = skull_base_profile(case.image, case.grid.spacing)["rise"]
-            scans[-1]["vertex"] = vertex_profile(case.image, case.grid.spacing)["rise"]
+            sp = case.grid.spacing
+            cavity = array_from_image(cranial_cavity_mask(image_from_array(case.image, spacing=sp))) > 0
+            scans[-1]["skull_base"] = skull_base_profile(case.image, sp, cavity)["rise"]
+            scans[-1]["vertex"] = vertex_profile(case.image, sp, cavity)["rise"]
         for name, lab in (("truth", case.truth), ("reference", case.reference)):
             if lab.any():
                 s = label_hu_stats(case.image, lab)

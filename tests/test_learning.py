@@ -280,7 +280,9 @@ def test_tune_threshold_chooses_the_snapshot_whose_whole_scan_masks_are_best(tmp
 
     scans = [_Scan(True, 0.0), _Scan(True, 100.0), _Scan(False, 200.0)]
     labels = {s.image.GetOrigin()[0]: array_from_image(s.label) > 0 for s in scans}
-    meta = patel_meta(patel_settings("tiny")).replace(restrict_to_cranial_cavity=False, min_component_ml=0.0)
+    meta = patel_meta(patel_settings("tiny")).replace(
+        restrict_to_cranial_cavity=False, min_component_ml=0.0, min_cluster_median_hu=0.0
+    )  # the stand-in heads are 30 HU throughout: no density rule
     model = _Which()
     save_checkpoint(tmp_path / "best.pt", model, meta.replace(best_epoch=3))  # w = 0: the false alarm
     with torch.no_grad():
@@ -319,7 +321,9 @@ def test_tune_run_checks_the_false_alarm_budget_on_blood_free_calibration_heads(
     monkeypatch.setattr(
         thr, "blood_free_cases", lambda profile, n, seed: calls.append((profile, n, seed)) or [normal] * n
     )
-    meta = patel_meta(patel_settings("tiny")).replace(restrict_to_cranial_cavity=False, min_component_ml=0.0)
+    meta = patel_meta(patel_settings("tiny")).replace(
+        restrict_to_cranial_cavity=False, min_component_ml=0.0, min_cluster_median_hu=0.0
+    )
     for n, expected in ((0, 0.5), (1, 0.8)):
         save_checkpoint(tmp_path / "best.pt", _Which(), meta.replace(best_epoch=3), overwrite=True)
         settings = patel_settings("tiny", blood_free_calibration=n, snapshot_every=0)

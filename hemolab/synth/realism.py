@@ -205,9 +205,7 @@ SKULL_BASE_BINS_MM: tuple[tuple[float, float], ...] = ((0.0, 10.0), (10.0, 20.0)
 SKULL_BASE_REFERENCE_MM: tuple[float, float] = (60.0, 100.0)
 
 
-def skull_base_profile(
-    image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray | None = None
-) -> dict:
+def skull_base_profile(image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray) -> dict:
     """How much denser the brain of the lowest axial slices is than the middle of the brain, in HU.
 
     On real head CT the posterior fossa and the lowest slices of the temporal lobes read denser than the
@@ -215,13 +213,13 @@ def skull_base_profile(
     A network trained on heads without this calls the cerebellum a bleed. The brain-range voxels (15-90 HU:
     no CSF, bone or calcification) of the cranial cavity are pooled by their slice's height above the lowest
     axial slice that holds at least 20 cm2 of cavity (the image's third axis runs from the feet to the head,
-    as in the LPS arrays hemolab reads). The skull is open at the base, so the cavity is
-    :func:`hemolab.preprocess.cranial_cavity_mask` (closing and erosion), not a 2D fill of the bone.
+    as in the LPS arrays hemolab reads). The skull is open at the base, so a 2D fill of the bone does not
+    find the cavity there: pass :func:`hemolab.preprocess.cranial_cavity_mask` (closing and erosion).
 
     Args:
         image_hu: the scan in HU, indexed ``[x, y, z]``.
         spacing: voxel size ``(sx, sy, sz)`` in mm.
-        cavity: the cranial cavity, same shape (default: :func:`hemolab.preprocess.cranial_cavity_mask`).
+        cavity: the cranial cavity, same shape (e.g. ``array_from_image(cranial_cavity_mask(image))``).
 
     Returns:
         ``{"rise": [median HU per bin minus the reference median], "reference_hu": float,
@@ -233,11 +231,6 @@ def skull_base_profile(
     img = np.asarray(image_hu, dtype=np.float32)
     if img.ndim != 3:
         raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
-    if cavity is None:
-        from hemolab.io import array_from_image, image_from_array
-        from hemolab.preprocess import cranial_cavity_mask
-
-        cavity = array_from_image(cranial_cavity_mask(image_from_array(img, spacing=tuple(spacing))))
     cavity = np.asarray(cavity).astype(bool)
     if cavity.shape != img.shape:
         raise HemolabError(f"cavity of shape {cavity.shape} does not match the image's {img.shape}")
@@ -261,8 +254,8 @@ def skull_base_profile(
     return out
 
 
-def vertex_profile(image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray | None = None) -> dict:
-    """:func:`skull_base_profile` from the top: heights below the highest axial slice of the brain.
+def vertex_profile(image_hu: np.ndarray, spacing: Sequence[float], cavity: np.ndarray) -> dict:
+    """:func:`skull_base_profile` from the top: distances below the highest axial slice of the brain.
 
     The highest slices cut the calvarium tangentially, and thick slices mix it into the little brain they
     hold: on real head CT the top centimetre of brain reads denser than the middle, where networks trained
@@ -277,14 +270,7 @@ def vertex_profile(image_hu: np.ndarray, spacing: Sequence[float], cavity: np.nd
     img = np.asarray(image_hu)
     if img.ndim != 3:
         raise HemolabError(f"expected a 3D image indexed [x, y, z], got shape {img.shape}")
-    flipped = None if cavity is None else np.asarray(cavity)[:, :, ::-1]
-    if cavity is None:
-        from hemolab.io import array_from_image, image_from_array
-        from hemolab.preprocess import cranial_cavity_mask
-
-        im = image_from_array(np.asarray(img, dtype=np.float32), spacing=tuple(spacing))
-        flipped = array_from_image(cranial_cavity_mask(im))[:, :, ::-1]
-    return skull_base_profile(img[:, :, ::-1], spacing, cavity=flipped)
+    return skull_base_profile(img[:, :, ::-1], spacing, np.asarray(cavity)[:, :, ::-1])
 
 
 def label_rim(label: np.ndarray) -> np.ndarray:
