@@ -130,20 +130,15 @@ def remove_calcified_components(
     Raises:
         HemolabError: for a non-binary mask, an image of another shape or a fraction outside [0, 1).
     """
-    m = check_mask(mask)
-    hu = np.asarray(hu)
-    if hu.shape != m.shape:
-        raise HemolabError(f"the HU image of shape {hu.shape} does not match the mask's {m.shape}")
     if not 0.0 <= max_fraction < 1.0:
         raise HemolabError(f"max_fraction must lie in [0, 1), got {max_fraction}")
-    labels, n = ndimage.label(m, structure=_structure(connectivity))
-    if n == 0:
-        return m.copy()
-    size = np.bincount(labels.ravel(), minlength=n + 1)
-    bright = np.bincount(labels.ravel(), weights=(hu > CALCIFIED_HU).ravel(), minlength=n + 1)
-    keep = bright <= max_fraction * size
-    keep[0] = False
-    return keep[labels]
+
+    def keep(labels: np.ndarray, n: int, hu: np.ndarray) -> np.ndarray:
+        size = np.bincount(labels.ravel(), minlength=n + 1)
+        bright = np.bincount(labels.ravel(), weights=(hu > CALCIFIED_HU).ravel(), minlength=n + 1)
+        return bright <= max_fraction * size
+
+    return _keep_clusters_by_hu(mask, hu, connectivity, keep)
 
 
 #: The lowest median HU a cluster of acute blood has in the CPU recipes (docs/methods.md §5.1, item 9): grey
@@ -174,6 +169,20 @@ def remove_isodense_components(
     Raises:
         HemolabError: for a non-binary mask or an image of another shape.
     """
+
+    def keep(labels: np.ndarray, n: int, hu: np.ndarray) -> np.ndarray:
+        medians = np.asarray(ndimage.median(hu, labels, index=np.arange(1, n + 1)), dtype=float)
+        return np.concatenate([[False], medians >= float(min_median_hu)])
+
+    return _keep_clusters_by_hu(mask, hu, connectivity, keep)
+
+
+def _keep_clusters_by_hu(mask, hu: np.ndarray, connectivity: int, keep) -> np.ndarray:
+    """The clusters of ``mask`` for which ``keep(labels, n, hu)`` (one bool per label 0..n) is true.
+
+    Raises:
+        HemolabError: for a non-binary mask or an HU image of another shape.
+    """
     m = check_mask(mask)
     hu = np.asarray(hu)
     if hu.shape != m.shape:
@@ -181,9 +190,9 @@ def remove_isodense_components(
     labels, n = ndimage.label(m, structure=_structure(connectivity))
     if n == 0:
         return m.copy()
-    medians = np.asarray(ndimage.median(hu, labels, index=np.arange(1, n + 1)), dtype=float)
-    keep = np.concatenate([[False], medians >= float(min_median_hu)])
-    return keep[labels]
+    kept = np.asarray(keep(labels, n, hu), dtype=bool)
+    kept[0] = False
+    return kept[labels]
 
 
 def calcification_hu(image: sitk.Image, meta) -> np.ndarray | None:
